@@ -1,0 +1,221 @@
+"""``encore``: every stage of the platform from the command line.
+
+Each subcommand calls the same ``ml_tasks`` function the DAGs call. Failures exit non-zero
+with a one-line reason on stderr (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+log = logging.getLogger("encore")
+
+
+class CliError(RuntimeError):
+    """A user-facing failure with a one-line reason."""
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+
+
+def _days(args: argparse.Namespace) -> Iterator[date]:
+    end = args.through or args.date
+    if end < args.date:
+        raise CliError(f"--through {end} is before --date {args.date}")
+    day = args.date
+    while day <= end:
+        yield day
+        day += timedelta(days=1)
+
+
+def _print(payload: object) -> None:
+    print(json.dumps(payload, indent=2, default=str))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from ml_tasks import warehouse
+
+    dsn = warehouse.resolve_dsn(dsn=args.dsn)
+    with warehouse.connect(dsn, autocommit=True) as conn:
+        applied = warehouse.migrate(conn)
+        total = conn.execute("SELECT count(*) FROM ml.schema_migrations").fetchone()[0]
+    _print({"applied": [m.path.name for m in applied], "migrations_recorded": total,
+            "warehouse": warehouse.redact(dsn)})
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from ml_tasks.settings import get_settings
+    from ml_tasks.simulate import simulate_world
+
+    out = Path(args.out) if args.out else get_settings().landing_root
+    summary = simulate_world(
+        out,
+        users=args.users,
+        tracks=args.tracks,
+        start=args.start,
+        days=args.days,
+        seed=args.seed,
+        bad_rate=args.bad_rate,
+        truth_out=Path(args.truth_out) if args.truth_out else None,
+    )
+    _print(summary.to_dict())
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    import time
+
+    from ml_tasks import ingest
+
+    results = []
+    for day in _days(args):
+        deadline = time.monotonic() + args.wait
+        while True:
+            missing = ingest.missing_markers(day)
+            if not missing or time.monotonic() >= deadline:
+                break
+            time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+        result = ingest.ingest_day(day, run_id=args.run_id, dsn=args.dsn)
+        results.append(result.to_dict())
+        if args.validate:
+            from ml_tasks import validation
+
+            validation.validate_day(day, run_id=result.run_id, dsn=args.dsn)
+            results[-1]["validation"] = "passed"
+    _print(results if len(results) > 1 else results[0])
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from ml_tasks import validation
+
+    out = []
+    for day in _days(args):
+        run_id = args.run_id or f"cli-validate-{day.isoformat()}"
+        report = validation.validate_day(day, run_id=run_id, dsn=args.dsn)
+        out.append({"day": day.isoformat(), "success": report.success,
+                    "suites": {r.suite: {"success": r.success, "failed": r.failed,
+                                         "data_docs": r.data_docs_path}
+                               for r in report.reports}})
+    _print(out if len(out) > 1 else out[0])
+
+
+def cmd_warehouse(args: argparse.Namespace) -> None:
+    from ml_tasks import warehouse
+    from ml_tasks.settings import get_settings
+
+    settings = get_settings()
+    if args.action == "stop":
+        if not settings.uses_embedded_warehouse:
+            raise CliError("WAREHOUSE_DSN is set: the warehouse is not the embedded one")
+        stopped = warehouse.stop_embedded(settings)
+        _print({"embedded": True, "stopped": stopped})
+        return
+    dsn = warehouse.resolve_dsn(settings)
+    if args.action == "dsn":
+        print(dsn)
+        return
+    with warehouse.connect(dsn) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+        migrations = conn.execute(
+            "SELECT count(*) FROM information_schema.tables"
+            " WHERE table_schema = 'ml' AND table_name = 'schema_migrations'"
+        ).fetchone()[0]
+        applied = (
+            conn.execute("SELECT count(*) FROM ml.schema_migrations").fetchone()[0]
+            if migrations else 0
+        )
+    _print({"warehouse": warehouse.redact(dsn), "embedded": settings.uses_embedded_warehouse,
+            "server_version": version, "migrations_applied": applied,
+            "psql": f"psql '{dsn}'"})
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="encore", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    def add_dsn(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dsn", help="warehouse DSN (default: WAREHOUSE_DSN, else embedded)")
+
+    def add_days(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--date", type=_date, required=True, help="UTC day, YYYY-MM-DD")
+        p.add_argument("--through", type=_date, help="last day of a range (inclusive)")
+        p.add_argument("--run-id", help="run id recorded with the results")
+
+    p = add("migrate", cmd_migrate, "apply pending warehouse migrations (safe to run twice)")
+    add_dsn(p)
+
+    p = add("simulate", cmd_simulate, "write a simulated world's landing files")
+    p.add_argument("--out", help="landing root to write (default ENCORE_LANDING_ROOT)")
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--tracks", type=int, default=500)
+    p.add_argument("--start", type=_date, required=True, help="first day, YYYY-MM-DD")
+    p.add_argument("--days", type=int, default=14)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--bad-rate", type=float, default=0.002,
+                   help="share of contract-breaking rows per dataset-day")
+    p.add_argument("--truth-out", help="ground-truth folder (default OUT_truth beside OUT)")
+
+    p = add("ingest", cmd_ingest, "ingest landing day(s) into raw.* atomically")
+    add_days(p)
+    add_dsn(p)
+    p.add_argument("--wait", type=float, default=0.0,
+                   help="seconds to wait for the _SUCCESS markers before failing")
+    p.add_argument("--validate", action="store_true", help="run the GX suites afterwards")
+
+    p = add("validate", cmd_validate, "run the Great Expectations suites on raw day(s)")
+    add_days(p)
+    add_dsn(p)
+
+    p = add("warehouse", cmd_warehouse, "embedded warehouse: dsn, status, stop")
+    p.add_argument("action", choices=["dsn", "status", "stop"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("great_expectations", "urllib3", "numba", "matplotlib", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("encore: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"encore {args.command}: error: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

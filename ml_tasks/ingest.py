@@ -1,0 +1,781 @@
+"""Ingest one landing day into the warehouse (the ``ingest_daily`` DAG and ``encore ingest``).
+
+For a day D, every file of every dataset is read in bounded batches, every row is checked
+against the contract (:mod:`ml_tasks.contract`), accepted rows are COPYed into staging
+tables and rejected rows, with all their reasons and the original payload, into a staging
+quarantine table. Duplicates are settled in SQL. Then one transaction swaps the day in:
+event partitions are exchanged, dimension versions replaced and current rows refreshed,
+the day's quarantine rows and ingest log replaced. A failure anywhere before that commit
+leaves the warehouse as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from psycopg import sql
+
+from ml_tasks import contract, warehouse
+from ml_tasks.contract import Column, Dataset, Kind
+from ml_tasks.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+ARROW_TYPES: dict[Kind, pa.DataType] = {
+    Kind.STRING: pa.string(),
+    Kind.INT16: pa.int16(),
+    Kind.INT32: pa.int32(),
+    Kind.INT64: pa.int64(),
+    Kind.BOOL: pa.bool_(),
+    Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
+    Kind.DATE: pa.date32(),
+    Kind.DECIMAL: pa.float64(),
+}
+_TRUE = ["true", "t", "1", "yes", "y"]
+_FALSE = ["false", "f", "0", "no", "n"]
+_OFFSET_RE = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
+_DOTDOT_RE = r"(^|/)\.\.(/|$)"
+_AUDIO_PATH_RE = r"^audio/[^/\\]+(/[^/\\]+)*$"
+
+
+class IngestError(RuntimeError):
+    """Ingestion of a day was refused; nothing of that day was written."""
+
+
+class LandingIncomplete(IngestError):
+    """Some dataset folders of the day have no ``_SUCCESS`` marker yet."""
+
+    def __init__(self, day: date, missing: list[Path]):
+        self.day = day
+        self.missing = missing
+        names = ", ".join(str(p) for p in missing)
+        super().__init__(f"landing day {day} is not complete: no {contract.SUCCESS_MARKER} in {names}")
+
+
+class UnreadableFile(IngestError):
+    """A landing file could not be read at all."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path = path
+        self.problem = problem
+        super().__init__(f"cannot read {path}: {problem}")
+
+
+# --------------------------------------------------------------------------- landing layout
+
+
+def day_folder(root: Path, dataset: str, day: date) -> Path:
+    return root / dataset / f"dt={day.isoformat()}"
+
+
+def missing_markers(day: date, root: Path | None = None,
+                    datasets: tuple[Dataset, ...] = contract.DATASETS) -> list[Path]:
+    """Dataset folders of ``day`` that do not (yet) hold a ``_SUCCESS`` marker."""
+    root = root or get_settings().landing_root
+    return [
+        day_folder(root, ds.name, day)
+        for ds in datasets
+        if not (day_folder(root, ds.name, day) / contract.SUCCESS_MARKER).is_file()
+    ]
+
+
+def landing_files(folder: Path) -> list[Path]:
+    """The data files of a dataset-day folder, sorted; refuses files of other kinds.
+
+    Hidden files and markers (names starting with ``.`` or ``_``) are not data.
+    """
+    files: list[Path] = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith((".", "_")) or path.is_dir():
+            continue
+        if path.suffix.lower() not in contract.FILE_SUFFIXES:
+            raise UnreadableFile(path, "not a .parquet or .csv file (the contract allows only those)")
+        files.append(path)
+    return files
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class FileStats:
+    dataset: str
+    source_file: str
+    file_format: str
+    file_bytes: int
+    file_sha256: str
+    rows_read: int = 0
+    rows_accepted: int = 0
+    rows_quarantined: int = 0
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with path.open("r", encoding="utf-8-sig", newline="") as fh:
+            header = next(csv.reader(fh), None)
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile(path, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    if not header:
+        raise UnreadableFile(path, "empty file: no header row")
+    return header
+
+
+def _check_columns(path: Path, ds: Dataset, names: list[str]) -> None:
+    missing = [c for c in ds.column_names if c not in names]
+    if missing:
+        raise UnreadableFile(path, f"missing required column(s) {', '.join(missing)}")
+    extra = [c for c in names if c not in ds.column_names]
+    if extra:
+        log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(extra))
+
+
+def iter_batches(path: Path, ds: Dataset, chunk_rows: int) -> Iterator[pa.Table]:
+    """Yield the file's rows as Arrow tables of at most about ``chunk_rows`` rows.
+
+    CSV columns are read as text (parsed later, row by row in effect, so one bad value
+    quarantines one row); Parquet columns keep their stored types.
+    """
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            try:
+                pfile = pq.ParquetFile(path)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise UnreadableFile(path, f"not a readable Parquet file ({exc})") from exc
+            _check_columns(path, ds, pfile.schema_arrow.names)
+            for batch in pfile.iter_batches(batch_size=chunk_rows):
+                yield pa.Table.from_batches([batch])
+        else:
+            header = _csv_header(path)
+            _check_columns(path, ds, header)
+            if len(set(header)) != len(header):
+                raise UnreadableFile(path, "duplicate column names in the header")
+            block = int(min(max(chunk_rows * 120, 1 << 20), 256 << 20))
+            reader = pacsv.open_csv(
+                path,
+                read_options=pacsv.ReadOptions(block_size=block),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={name: pa.string() for name in header},
+                    strings_can_be_null=True,
+                    null_values=[""],
+                ),
+            )
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+    except UnreadableFile:
+        raise
+    except (pa.ArrowInvalid, pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        problem = str(exc).splitlines()[0]
+        if "UTF8" in problem or "utf-8" in problem.lower():
+            problem = f"not valid UTF-8 ({problem})"
+        raise UnreadableFile(path, problem) from exc
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _mask(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean Arrow array (nulls = False) as numpy."""
+    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _text(arr: pa.Array) -> pa.Array:
+    return arr if pa.types.is_string(arr.type) else pc.cast(arr, pa.string())
+
+
+def parse_column(arr: pa.Array, kind: Kind) -> tuple[pa.Array, np.ndarray]:
+    """Cast a column to its contract type; returns (typed array, mask of unparseable values).
+
+    Unparseable values become nulls in the typed array and are flagged in the mask.
+    """
+    target = ARROW_TYPES[kind]
+    n = len(arr)
+    no_bad = np.zeros(n, dtype=bool)
+    if arr.type == target:
+        return arr, no_bad
+    is_text = pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)
+    if not is_text:
+        if pa.types.is_timestamp(arr.type) and kind is Kind.TIMESTAMP:
+            if arr.type.tz is None:  # Parquet without a zone: the contract says UTC
+                arr = pc.assume_timezone(arr, "UTC")
+            return pc.cast(arr, target, safe=False), no_bad
+        if kind is Kind.DATE and (pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type)):
+            return pc.cast(arr, target, safe=False), no_bad
+        try:
+            return pc.cast(arr, target, safe=True), no_bad
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            arr = pc.cast(arr, pa.string())
+    arr = pc.cast(arr, pa.string()) if pa.types.is_large_string(arr.type) else arr
+    present = ~_mask(arr.is_null())
+
+    if kind is Kind.STRING:
+        return arr, no_bad
+    if kind is Kind.BOOL:
+        low = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
+        is_true = _mask(pc.is_in(low, value_set=pa.array(_TRUE)))
+        is_false = _mask(pc.is_in(low, value_set=pa.array(_FALSE)))
+        bad = present & ~(is_true | is_false)
+        values = pa.array(is_true, mask=~(is_true | is_false))
+        return values, bad
+    if kind is Kind.TIMESTAMP:
+        has_offset = _mask(pc.match_substring_regex(pc.utf8_trim_whitespace(arr), _OFFSET_RE))
+        try:
+            values = pc.cast(arr, target)
+            return values, present & ~has_offset
+        except pa.ArrowInvalid:
+            pass
+        parsed = pd.to_datetime(
+            pd.Series(arr.to_numpy(zero_copy_only=False)), utc=True, errors="coerce",
+            format="ISO8601",
+        )
+        ok = parsed.notna().to_numpy() & has_offset
+        values = pa.array(parsed.where(ok), type=target, from_pandas=True)
+        return values, present & ~ok
+    if kind is Kind.DATE:
+        try:
+            return pc.cast(arr, target), no_bad
+        except pa.ArrowInvalid:
+            pass
+        parsed = pd.to_datetime(
+            pd.Series(arr.to_numpy(zero_copy_only=False)), errors="coerce", format="%Y-%m-%d"
+        )
+        ok = parsed.notna().to_numpy()
+        values = pa.array(parsed.dt.date.where(ok, None), type=target, from_pandas=True)
+        return values, present & ~ok
+    # numbers
+    if kind.is_integer:
+        try:
+            values = pc.cast(arr, pa.int64())
+            nums = values.to_numpy(zero_copy_only=False)
+            ok = present.copy()
+        except pa.ArrowInvalid:
+            nums_f = pd.to_numeric(
+                pd.Series(arr.to_numpy(zero_copy_only=False)), errors="coerce"
+            ).to_numpy(dtype=float)
+            ok = present & np.isfinite(nums_f) & (np.floor(nums_f) == nums_f)
+            nums = np.where(ok, nums_f, 0)
+        low, high = contract.INT_BOUNDS[kind]
+        nums_f = np.asarray(nums, dtype=float)
+        ok &= (nums_f >= low) & (nums_f <= high)
+        ints = np.where(ok, nums_f, 0).astype(np.int64)
+        values = pc.cast(pa.array(ints, mask=~ok), target)
+        return values, present & ~ok
+    # decimal(10,2) as float64, 2 decimals at most
+    nums_f = pd.to_numeric(
+        pd.Series(arr.to_numpy(zero_copy_only=False)), errors="coerce"
+    ).to_numpy(dtype=float)
+    cents = nums_f * 100
+    ok = present & np.isfinite(nums_f) & (np.abs(cents - np.round(cents)) < 1e-6)
+    values = pa.array(np.where(ok, np.round(cents) / 100, 0.0), mask=~ok)
+    return values, present & ~ok
+
+
+@dataclass
+class CheckedBatch:
+    """A batch split into accepted typed rows and rejected rows with reasons."""
+
+    accepted: pa.Table
+    rejected_rows: np.ndarray
+    reasons: list[list[str]]
+
+
+def _cross_rule_mask(code: str, typed: dict[str, pa.Array]) -> np.ndarray:
+    if code == "ms_played_over_duration":
+        limit = pc.multiply(pc.cast(typed["track_duration_ms"], pa.int64()),
+                            contract.MAX_PLAY_TO_DURATION_RATIO)
+        return _mask(pc.greater(pc.cast(typed["ms_played"], pa.int64()), limit))
+    if code == "free_plan_amount":
+        return _mask(pc.and_(pc.equal(typed["plan"], "free"),
+                             pc.not_equal(typed["amount"], 0.0)))
+    raise KeyError(f"no check implemented for cross rule {code!r}")
+
+
+def _column_masks(col: Column, arr: pa.Array, day: date,
+                  now: datetime) -> list[tuple[str, np.ndarray]]:
+    msgs = contract.rule_messages(col)
+    masks: list[tuple[str, np.ndarray]] = []
+    if col.non_empty:
+        masks.append((msgs["empty"], _mask(pc.equal(pc.utf8_trim_whitespace(arr), ""))))
+    if col.minimum is not None:
+        op = pc.less_equal if col.minimum_exclusive else pc.less
+        masks.append((msgs["min"], _mask(op(arr, col.minimum))))
+    if col.maximum is not None:
+        masks.append((msgs["max"], _mask(pc.greater(arr, col.maximum))))
+    if col.allowed is not None:
+        inset = pc.is_in(arr, value_set=pa.array(col.allowed))
+        masks.append((msgs["allowed"], _mask(pc.and_(pc.invert(inset), pc.is_valid(arr)))))
+    if col.pattern is not None:
+        masks.append((msgs["pattern"], _mask(pc.invert(pc.match_substring_regex(arr, col.pattern)))))
+    if col.in_day:
+        low = pa.scalar(datetime.combine(day, datetime.min.time(), UTC), ARROW_TYPES[col.kind])
+        high = pa.scalar(datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC),
+                         ARROW_TYPES[col.kind])
+        masks.append((msgs["in_day"], _mask(pc.or_(pc.less(arr, low),
+                                                   pc.greater_equal(arr, high)))))
+    if col.not_future:
+        masks.append((msgs["future"], _mask(pc.greater(arr, pa.scalar(now, ARROW_TYPES[col.kind])))))
+    if col.not_after_day:
+        masks.append((msgs["after_day"], _mask(pc.greater(arr, pa.scalar(day, pa.date32())))))
+    if col.birth_year:
+        top = day.year - contract.MIN_USER_AGE_YEARS
+        masks.append((msgs["birth_year"], _mask(pc.or_(pc.less(arr, contract.MIN_BIRTH_YEAR),
+                                                       pc.greater(arr, top)))))
+    if col.relative_path:
+        under_audio = pc.match_substring_regex(arr, _AUDIO_PATH_RE)
+        dotdot = pc.match_substring_regex(arr, _DOTDOT_RE)
+        masks.append((msgs["path"], _mask(pc.or_(pc.invert(under_audio), dotdot))))
+    return masks
+
+
+def check_batch(ds: Dataset, batch: pa.Table, day: date, now: datetime) -> CheckedBatch:
+    """Check every row of ``batch`` against the contract for landing day ``day``."""
+    masks: list[tuple[str, np.ndarray]] = []
+    typed: dict[str, pa.Array] = {}
+    for col in ds.columns:
+        raw = batch.column(col.name).combine_chunks()
+        values, bad_type = parse_column(raw, col.kind)
+        msgs = contract.rule_messages(col)
+        masks.append((msgs["type"], bad_type))
+        if not col.nullable:
+            masks.append((msgs["missing"], _mask(values.is_null()) & ~bad_type))
+        masks.extend(_column_masks(col, values, day, now))
+        typed[col.name] = values
+    for rule in ds.cross_rules:
+        masks.append((rule.message, _cross_rule_mask(rule.code, typed)))
+    bad = np.logical_or.reduce([m for _, m in masks]) if masks else np.zeros(batch.num_rows, bool)
+    bad_idx = np.flatnonzero(bad)
+    reasons: list[list[str]] = [[] for _ in bad_idx]
+    for message, mask in masks:
+        for j in np.flatnonzero(mask[bad_idx]):
+            reasons[j].append(message)
+    accepted = pa.table(typed).filter(pa.array(~bad))
+    return CheckedBatch(accepted, bad_idx, reasons)
+
+
+# --------------------------------------------------------------------------- the day
+
+
+@dataclass
+class DatasetResult:
+    dataset: str
+    files: list[FileStats] = field(default_factory=list)
+
+    @property
+    def rows_read(self) -> int:
+        return sum(f.rows_read for f in self.files)
+
+    @property
+    def rows_accepted(self) -> int:
+        return sum(f.rows_accepted for f in self.files)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(f.rows_quarantined for f in self.files)
+
+
+@dataclass
+class IngestResult:
+    day: date
+    run_id: str
+    datasets: dict[str, DatasetResult]
+    seconds: float
+
+    @property
+    def rows_read(self) -> int:
+        return sum(d.rows_read for d in self.datasets.values())
+
+    @property
+    def rows_accepted(self) -> int:
+        return sum(d.rows_accepted for d in self.datasets.values())
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(d.rows_quarantined for d in self.datasets.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "day": self.day.isoformat(),
+            "run_id": self.run_id,
+            "seconds": round(self.seconds, 3),
+            "rows_read": self.rows_read,
+            "rows_accepted": self.rows_accepted,
+            "rows_quarantined": self.rows_quarantined,
+            "datasets": {
+                name: {
+                    "files": len(res.files),
+                    "rows_read": res.rows_read,
+                    "rows_accepted": res.rows_accepted,
+                    "rows_quarantined": res.rows_quarantined,
+                }
+                for name, res in self.datasets.items()
+            },
+        }
+
+
+def _stage_name(ds: Dataset, day: date) -> str:
+    return f"raw._stage_{ds.name}_{day:%Y%m%d}"
+
+
+def _quarantine_stage(day: date) -> str:
+    return f"quarantine._stage_rejected_{day:%Y%m%d}"
+
+
+def _pg_array(items: list[str]) -> str:
+    escaped = (s.replace("\\", "\\\\").replace('"', '\\"') for s in items)
+    return "{" + ",".join(f'"{s}"' for s in escaped) + "}"
+
+
+def _payloads(batch: pa.Table, rows: np.ndarray) -> list[str]:
+    return [json.dumps(r, default=str, ensure_ascii=False)
+            for r in batch.take(pa.array(rows)).to_pylist()]
+
+
+class _DayLoader:
+    """Loads one landing day into staging tables on one connection."""
+
+    def __init__(self, conn, day: date, root: Path, chunk_rows: int, now: datetime):
+        self.conn = conn
+        self.day = day
+        self.root = root
+        self.chunk_rows = chunk_rows
+        self.now = now
+        self.known: dict[str, np.ndarray] = {}
+        self.day_keys: dict[str, list[pa.Array]] = {"users": [], "tracks": []}
+
+    # -- staging
+    def create_stages(self) -> None:
+        self.conn.execute(
+            sql.SQL("DROP TABLE IF EXISTS {}").format(warehouse.qualified(_quarantine_stage(self.day)))
+        )
+        self.conn.execute(
+            sql.SQL("CREATE UNLOGGED TABLE {} (LIKE quarantine.rejected_rows)").format(
+                warehouse.qualified(_quarantine_stage(self.day))
+            )
+        )
+        for ds in contract.DATASETS:
+            stage = _stage_name(ds, self.day)
+            if ds.is_event:
+                warehouse.create_day_stage(self.conn, ds.raw_table, stage, ds.time_column, self.day)
+            else:
+                self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(warehouse.qualified(stage)))
+                self.conn.execute(
+                    sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {})").format(
+                        warehouse.qualified(stage), warehouse.qualified(ds.raw_table)
+                    )
+                )
+
+    def drop_stages(self) -> None:
+        names = [_stage_name(ds, self.day) for ds in contract.DATASETS] + [
+            _quarantine_stage(self.day)
+        ]
+        for name in names:
+            self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(warehouse.qualified(name)))
+
+    # -- reference flags
+    def _known_keys(self, ds_name: str) -> np.ndarray:
+        if ds_name not in self.known:
+            table, key = ("raw.users", "user_id") if ds_name == "users" else ("raw.tracks", "track_id")
+            query = sql.SQL("SELECT {} FROM {} WHERE first_delivered < %s").format(
+                sql.Identifier(key), warehouse.qualified(table)
+            )
+            before = [r[0] for r in self.conn.execute(query, (self.day,))]
+            todays = [a.to_numpy(zero_copy_only=False) for a in self.day_keys[ds_name]]
+            dtype = np.int64 if ds_name == "users" else object
+            parts = [np.asarray(before, dtype=dtype), *[np.asarray(t, dtype=dtype) for t in todays]]
+            self.known[ds_name] = np.unique(np.concatenate(parts)) if parts else np.array([])
+        return self.known[ds_name]
+
+    def _flag_unknown(self, ds: Dataset, accepted: pa.Table) -> pa.Table:
+        for column, ref in ds.references:
+            flag = "unknown_user" if ref == "users" else "unknown_track"
+            values = accepted.column(column).to_numpy(zero_copy_only=False)
+            known = self._known_keys(ref)
+            unknown = ~np.isin(values, known, assume_unique=False)
+            accepted = accepted.append_column(flag, pa.array(unknown))
+        return accepted
+
+    # -- loading
+    def load_file(self, ds: Dataset, path: Path) -> FileStats:
+        rel = path.relative_to(self.root).as_posix()
+        stats = FileStats(ds.name, rel, path.suffix.lower().lstrip("."), path.stat().st_size,
+                          _sha256(path))
+        stage = _stage_name(ds, self.day)
+        qstage = _quarantine_stage(self.day)
+        row_base = 0
+        for batch in iter_batches(path, ds, self.chunk_rows):
+            checked = check_batch(ds, batch, self.day, self.now)
+            n = batch.num_rows
+            rows = np.arange(row_base + 1, row_base + n + 1, dtype=np.int32)
+            accepted = checked.accepted
+            keep = np.ones(n, dtype=bool)
+            keep[checked.rejected_rows] = False
+            if ds.is_event:
+                accepted = self._flag_unknown(ds, accepted)
+            else:
+                accepted = accepted.add_column(
+                    0, "dt", pa.array(np.full(accepted.num_rows, self.day), pa.date32())
+                )
+                self.day_keys[ds.name].append(accepted.column(ds.key).combine_chunks())
+            accepted = accepted.append_column("source_file", pa.array([rel] * accepted.num_rows))
+            accepted = accepted.append_column("source_row", pa.array(rows[keep]))
+            warehouse.copy_arrow(self.conn, stage, accepted)
+            if len(checked.rejected_rows):
+                k = len(checked.rejected_rows)
+                rejected = pa.table({
+                    "dataset": pa.array([ds.name] * k),
+                    "dt": pa.array([self.day] * k, pa.date32()),
+                    "source_file": pa.array([rel] * k),
+                    "source_row": pa.array(rows[checked.rejected_rows]),
+                    "reasons": pa.array([_pg_array(r) for r in checked.reasons]),
+                    "payload": pa.array(_payloads(batch, checked.rejected_rows)),
+                })
+                warehouse.copy_arrow(self.conn, qstage, rejected)
+            stats.rows_read += n
+            row_base += n
+        return stats
+
+    def settle_duplicates(self, ds: Dataset) -> None:
+        """Quarantine repeated keys: events keep the first delivery, dimensions the last."""
+        stage = warehouse.qualified(_stage_name(ds, self.day))
+        qstage = warehouse.qualified(_quarantine_stage(self.day))
+        key = sql.Identifier(ds.key)
+        payload_cols = sql.SQL(", ").join(
+            sql.SQL("{0}, d.{1}").format(sql.Literal(c), sql.Identifier(c)) for c in ds.column_names
+        )
+        if ds.is_event:
+            order = sql.SQL("source_file, source_row")
+            reason = contract.DUPLICATE_REASON
+        else:
+            order = sql.SQL("source_file DESC, source_row DESC")
+            reason = contract.DUPLICATE_KEY_REASON.format(key=ds.key)
+        self.conn.execute(
+            sql.SQL(
+                """
+                WITH dup_keys AS (
+                    SELECT {key} FROM {stage} GROUP BY {key} HAVING count(*) > 1
+                ), ranked AS (
+                    SELECT s.ctid AS tid,
+                           row_number() OVER (PARTITION BY s.{key} ORDER BY {order}) AS rn
+                    FROM {stage} s JOIN dup_keys USING ({key})
+                ), d AS (
+                    DELETE FROM {stage} s USING ranked r
+                    WHERE s.ctid = r.tid AND r.rn > 1
+                    RETURNING s.*
+                )
+                INSERT INTO {qstage} (dataset, dt, source_file, source_row, reasons, payload)
+                SELECT {ds}, {day}, d.source_file, d.source_row, ARRAY[{reason}],
+                       jsonb_build_object({payload_cols})
+                FROM d
+                """
+            ).format(key=key, stage=stage, order=order, qstage=qstage, ds=sql.Literal(ds.name),
+                     day=sql.Literal(self.day), reason=sql.Literal(reason),
+                     payload_cols=payload_cols)
+        )
+        if ds.is_event:
+            # Already accepted on another day: the first day to accept an id keeps it.
+            low, high = warehouse.day_bounds(self.day)
+            self.conn.execute(
+                sql.SQL(
+                    """
+                    WITH d AS (
+                        DELETE FROM {stage} s
+                        WHERE EXISTS (
+                            SELECT 1 FROM {parent} r
+                            WHERE r.{key} = s.{key}
+                              AND NOT (r.{tcol} >= {low} AND r.{tcol} < {high})
+                        )
+                        RETURNING s.*
+                    )
+                    INSERT INTO {qstage} (dataset, dt, source_file, source_row, reasons, payload)
+                    SELECT {ds}, {day}, d.source_file, d.source_row,
+                           ARRAY[{reason}], jsonb_build_object({payload_cols})
+                    FROM d
+                    """
+                ).format(stage=stage, parent=warehouse.qualified(ds.raw_table), key=key,
+                         tcol=sql.Identifier(ds.time_column), low=sql.Literal(low),
+                         high=sql.Literal(high), qstage=qstage, ds=sql.Literal(ds.name),
+                         day=sql.Literal(self.day),
+                         reason=sql.Literal(contract.DUPLICATE_REASON + " on another day"),
+                         payload_cols=payload_cols)
+            )
+
+    def count_by_file(self, table: str, ds: Dataset | None = None) -> dict[str, int]:
+        query = sql.SQL("SELECT source_file, count(*) FROM {}").format(warehouse.qualified(table))
+        params: tuple = ()
+        if ds is not None:
+            query += sql.SQL(" WHERE dataset = %s")
+            params = (ds.name,)
+        query += sql.SQL(" GROUP BY source_file")
+        return {f: c for f, c in self.conn.execute(query, params)}
+
+    def prepare_event_stage(self, ds: Dataset) -> None:
+        """Give the stage the parent's indexes (so ATTACH reuses them) and fresh statistics."""
+        stage = _stage_name(ds, self.day)
+        for (indexdef,) in self.conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'raw' AND tablename = %s",
+            (ds.name,),
+        ).fetchall():
+            definition = re.sub(r"^CREATE (UNIQUE )?INDEX \S+ ON ONLY \S+",
+                                lambda m: f"CREATE {m.group(1) or ''}INDEX ON {stage}", indexdef)
+            self.conn.execute(definition)
+        self.conn.execute(sql.SQL("ANALYZE {}").format(warehouse.qualified(stage)))
+
+    def commit_day(self, results: dict[str, DatasetResult], run_id: str,
+                   started_at: datetime) -> None:
+        """Swap the whole day in, in one transaction."""
+        day = self.day
+        qstage = warehouse.qualified(_quarantine_stage(day))
+        with self.conn.transaction():
+            self.conn.execute("SET LOCAL lock_timeout = '120s'")
+            for ds in contract.DATASETS:
+                stage = _stage_name(ds, day)
+                if ds.is_event:
+                    warehouse.swap_day_partition(self.conn, ds.raw_table, stage, day)
+                else:
+                    self._replace_dimension_day(ds, stage)
+            self.conn.execute("DELETE FROM quarantine.rejected_rows WHERE dt = %s", (day,))
+            self.conn.execute(
+                sql.SQL("INSERT INTO quarantine.rejected_rows SELECT * FROM {}").format(qstage)
+            )
+            self.conn.execute("DELETE FROM raw.ingest_log WHERE dt = %s", (day,))
+            with self.conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO raw.ingest_log (dt, dataset, source_file, file_format, file_bytes,"
+                    " file_sha256, rows_read, rows_accepted, rows_quarantined, contract_version)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (day, f.dataset, f.source_file, f.file_format, f.file_bytes, f.file_sha256,
+                         f.rows_read, f.rows_accepted, f.rows_quarantined,
+                         contract.CONTRACT_VERSION)
+                        for res in results.values()
+                        for f in res.files
+                    ],
+                )
+            self.conn.execute(
+                "INSERT INTO raw.ingest_runs (run_id, dt, started_at, finished_at, files, rows_read,"
+                " rows_accepted, rows_quarantined) VALUES (%s, %s, %s, now(), %s, %s, %s, %s)"
+                " ON CONFLICT (run_id, dt) DO UPDATE SET finished_at = now(), files = EXCLUDED.files,"
+                " rows_read = EXCLUDED.rows_read, rows_accepted = EXCLUDED.rows_accepted,"
+                " rows_quarantined = EXCLUDED.rows_quarantined",
+                (
+                    run_id, day, started_at,
+                    sum(len(r.files) for r in results.values()),
+                    sum(r.rows_read for r in results.values()),
+                    sum(r.rows_accepted for r in results.values()),
+                    sum(r.rows_quarantined for r in results.values()),
+                ),
+            )
+
+    def _replace_dimension_day(self, ds: Dataset, stage: str) -> None:
+        versions = warehouse.qualified(ds.raw_table)
+        current = warehouse.qualified(ds.current_table)
+        key = sql.Identifier(ds.key)
+        cols = sql.SQL(", ").join(map(sql.Identifier, ds.column_names))
+        vcols = sql.SQL(", ").join(sql.SQL("v.{}").format(sql.Identifier(c)) for c in ds.column_names)
+        self.conn.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE _affected ON COMMIT DROP AS"
+                " SELECT {key} FROM {versions} WHERE dt = %s UNION SELECT {key} FROM {stage}"
+            ).format(key=key, versions=versions, stage=warehouse.qualified(stage)),
+            (self.day,),
+        )
+        self.conn.execute(sql.SQL("DELETE FROM {} WHERE dt = %s").format(versions), (self.day,))
+        self.conn.execute(
+            sql.SQL("INSERT INTO {versions} SELECT * FROM {stage}").format(
+                versions=versions, stage=warehouse.qualified(stage)
+            )
+        )
+        self.conn.execute(
+            sql.SQL("DELETE FROM {current} c USING _affected a WHERE c.{key} = a.{key}").format(
+                current=current, key=key
+            )
+        )
+        self.conn.execute(
+            sql.SQL(
+                """
+                INSERT INTO {current} ({cols}, first_delivered, last_delivered)
+                SELECT DISTINCT ON (v.{key}) {vcols},
+                       min(v.dt) OVER (PARTITION BY v.{key}), v.dt
+                FROM {versions} v JOIN _affected a ON a.{key} = v.{key}
+                ORDER BY v.{key}, v.dt DESC
+                """
+            ).format(current=current, cols=cols, key=key, vcols=vcols, versions=versions)
+        )
+        self.conn.execute("DROP TABLE _affected")
+
+
+def ingest_day(day: date, *, run_id: str | None = None, dsn: str | None = None,
+               landing_root: Path | None = None, chunk_rows: int | None = None) -> IngestResult:
+    """Ingest landing day ``day`` atomically and idempotently; see the module docstring."""
+    settings = get_settings()
+    root = Path(landing_root or settings.landing_root)
+    chunk_rows = chunk_rows or settings.ingest_chunk_rows
+    run_id = run_id or f"cli-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    started = time.perf_counter()
+    started_at = datetime.now(UTC)
+
+    missing = missing_markers(day, root)
+    if missing:
+        raise LandingIncomplete(day, missing)
+    files = {ds.name: landing_files(day_folder(root, ds.name, day)) for ds in contract.DATASETS}
+
+    target = warehouse.ensure_migrated(dsn)
+    with warehouse.connect(target, autocommit=True) as conn, \
+            warehouse.session_lock(conn, f"encore.ingest.{day.isoformat()}"):
+        loader = _DayLoader(conn, day, root, chunk_rows, datetime.now(UTC))
+        loader.create_stages()
+        try:
+            results: dict[str, DatasetResult] = {}
+            for ds in contract.DATASETS:
+                res = DatasetResult(ds.name)
+                for path in files[ds.name]:
+                    res.files.append(loader.load_file(ds, path))
+                loader.settle_duplicates(ds)
+                accepted = loader.count_by_file(_stage_name(ds, day))
+                quarantined = loader.count_by_file(_quarantine_stage(day), ds)
+                for stats in res.files:
+                    stats.rows_accepted = accepted.get(stats.source_file, 0)
+                    stats.rows_quarantined = quarantined.get(stats.source_file, 0)
+                    if stats.rows_read != stats.rows_accepted + stats.rows_quarantined:
+                        raise IngestError(
+                            f"{stats.source_file}: read {stats.rows_read} rows but accounted for "
+                            f"{stats.rows_accepted} accepted + {stats.rows_quarantined} quarantined"
+                        )
+                if ds.is_event:
+                    loader.prepare_event_stage(ds)
+                results[ds.name] = res
+                log.info("%s %s: %d read, %d accepted, %d quarantined", day, ds.name,
+                         res.rows_read, res.rows_accepted, res.rows_quarantined)
+            loader.commit_day(results, run_id, started_at)
+        finally:
+            loader.drop_stages()
+    result = IngestResult(day, run_id, results, time.perf_counter() - started)
+    log.info("ingested %s in %.1fs: %d rows read, %d accepted, %d quarantined", day,
+             result.seconds, result.rows_read, result.rows_accepted, result.rows_quarantined)
+    return result
+
+
+def file_stats_dicts(result: IngestResult) -> list[dict]:
+    """Per-file figures of a result, for reports."""
+    return [asdict(f) for res in result.datasets.values() for f in res.files]

@@ -1,0 +1,393 @@
+"""The one module that talks to the warehouse.
+
+Connections (psycopg 3), the embedded PostgreSQL default, numbered migrations, bulk COPY
+from Arrow, atomic partition swaps and table checksums. Every other module goes through
+these functions; none opens its own connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import re
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from ml_tasks.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DATABASE = "encore"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_COPY_BLOCK_BYTES = 8 << 20
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse could not be reached or is in an unexpected state."""
+
+
+class MigrationError(WarehouseError):
+    """A migration is malformed, failed, or was edited after it was applied."""
+
+
+# --------------------------------------------------------------------------- connections
+
+
+def embedded_dsn(settings: Settings, database: str = EMBEDDED_DATABASE) -> str:
+    """Start (or reuse) the embedded PostgreSQL under ``var/pgdata`` and return its DSN.
+
+    The server keeps running after this process exits so that ``psql`` and later commands
+    can use it; ``encore warehouse stop`` stops it.
+    """
+    import pgserver  # heavy-ish and only needed for the embedded default
+
+    pgdata = settings.embedded_pgdata
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    admin_uri = server.get_uri("postgres")
+    with psycopg.connect(admin_uri, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    return server.get_uri(database)
+
+
+def stop_embedded(settings: Settings | None = None) -> bool:
+    """Stop the embedded server if it runs. Returns whether one was running."""
+    import subprocess
+
+    settings = settings or get_settings()
+    pgdata = settings.embedded_pgdata
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    from pgserver import _commands
+
+    pg_ctl = Path(_commands.POSTGRES_BIN_PATH) / "pg_ctl"
+    cmd = [str(pg_ctl), "-D", str(pgdata), "stop", "-m", "fast", "-w"]
+    # pgserver runs the server as the 'pgserver' system user when we are root.
+    import os
+
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd = ["su", "pgserver", "-s", "/bin/sh", "-c", " ".join(cmd)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return True
+
+
+def resolve_dsn(settings: Settings | None = None, dsn: str | None = None) -> str:
+    """The DSN to use: an explicit one, ``WAREHOUSE_DSN``, or the embedded server."""
+    if dsn:
+        return dsn
+    settings = settings or get_settings()
+    if settings.warehouse_dsn:
+        return settings.warehouse_dsn
+    return embedded_dsn(settings)
+
+
+def connect(dsn: str | None = None, *, autocommit: bool = False) -> psycopg.Connection:
+    """Open a connection in UTC with an ``encore`` application name."""
+    target = resolve_dsn(dsn=dsn)
+    try:
+        conn = psycopg.connect(
+            target,
+            autocommit=autocommit,
+            application_name="encore",
+            options="-c TimeZone=UTC",
+            connect_timeout=10,
+        )
+    except psycopg.OperationalError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise WarehouseError(f"cannot connect to the warehouse: {first_line}") from exc
+    return conn
+
+
+def redact(dsn: str) -> str:
+    """A DSN with any password replaced, for logs and messages."""
+    dsn = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn)
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+    checksum: str
+
+    @property
+    def text(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+
+def discover_migrations(directory: Path) -> list[Migration]:
+    """Numbered ``NNNN_name.sql`` files, in order; refuses gaps, duplicates and odd names."""
+    found: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise MigrationError(f"migration file name {path.name!r} is not NNNN_name.sql")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        found.append(Migration(int(match.group(1)), match.group(2), path, digest))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"duplicate migration numbers in {directory}")
+    expected = list(range(1, len(found) + 1))
+    if versions != expected:
+        raise MigrationError(f"migrations in {directory} must be numbered 1..n without gaps")
+    return found
+
+
+_MIGRATIONS_TABLE = """
+CREATE SCHEMA IF NOT EXISTS ml;
+CREATE TABLE IF NOT EXISTS ml.schema_migrations (
+    version     integer PRIMARY KEY,
+    name        text        NOT NULL,
+    checksum    text        NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now(),
+    duration_ms integer     NOT NULL
+);
+COMMENT ON TABLE ml.schema_migrations IS
+    'Warehouse migrations applied by encore migrate: one row per sql/migrations file.';
+COMMENT ON COLUMN ml.schema_migrations.version IS 'Number of the migration file (NNNN).';
+COMMENT ON COLUMN ml.schema_migrations.name IS 'Name part of the migration file.';
+COMMENT ON COLUMN ml.schema_migrations.checksum IS
+    'sha256 of the file when applied; an edited applied migration is refused.';
+COMMENT ON COLUMN ml.schema_migrations.applied_at IS 'When it was applied.';
+COMMENT ON COLUMN ml.schema_migrations.duration_ms IS 'How long it took.';
+"""
+
+
+def migrate(conn: psycopg.Connection, directory: Path | None = None) -> list[Migration]:
+    """Apply the migrations not yet recorded in ``ml.schema_migrations``; safe to run twice.
+
+    Each migration runs in its own transaction; an advisory lock serialises concurrent
+    callers. Returns the migrations applied now.
+    """
+    directory = directory or get_settings().migrations_dir
+    migrations = discover_migrations(directory)
+    applied_now: list[Migration] = []
+    with _advisory_lock(conn, "encore.migrate"):
+        with conn.transaction():
+            conn.execute(_MIGRATIONS_TABLE)
+        recorded = {
+            row[0]: row[1]
+            for row in conn.execute("SELECT version, checksum FROM ml.schema_migrations")
+        }
+        for mig in migrations:
+            if mig.version in recorded:
+                if recorded[mig.version] != mig.checksum:
+                    raise MigrationError(
+                        f"migration {mig.path.name} was edited after it was applied "
+                        "(checksum differs); add a new migration instead"
+                    )
+                continue
+            started = time.perf_counter()
+            try:
+                with conn.transaction():
+                    conn.execute(mig.text)
+                    conn.execute(
+                        "INSERT INTO ml.schema_migrations (version, name, checksum, duration_ms)"
+                        " VALUES (%s, %s, %s, %s)",
+                        (
+                            mig.version,
+                            mig.name,
+                            mig.checksum,
+                            int((time.perf_counter() - started) * 1000),
+                        ),
+                    )
+            except psycopg.Error as exc:
+                raise MigrationError(f"migration {mig.path.name} failed: {exc}") from exc
+            log.info("applied migration %s", mig.path.name)
+            applied_now.append(mig)
+    return applied_now
+
+
+def ensure_migrated(dsn: str | None = None) -> str:
+    """Connect, apply pending migrations, and return the resolved DSN."""
+    target = resolve_dsn(dsn=dsn)
+    with connect(target, autocommit=True) as conn:
+        migrate(conn)
+    return target
+
+
+@contextlib.contextmanager
+def _advisory_lock(conn: psycopg.Connection, name: str) -> Iterator[None]:
+    key = lock_key(name)
+    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for a name."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@contextlib.contextmanager
+def session_lock(conn: psycopg.Connection, name: str) -> Iterator[None]:
+    """Hold a session-level advisory lock for the duration of the block."""
+    with _advisory_lock(conn, name):
+        yield
+
+
+# --------------------------------------------------------------------------- bulk load
+
+
+def copy_arrow(
+    conn: psycopg.Connection,
+    table: str,
+    data,  # pyarrow.Table
+    columns: Sequence[str] | None = None,
+) -> int:
+    """COPY an Arrow table into ``table`` (schema-qualified) as CSV; returns rows copied.
+
+    pyarrow writes the CSV in C++ and psycopg streams it in blocks, so the Python cost per
+    row is nil and memory is bounded by the Arrow batch the caller passes.
+    """
+    import pyarrow.csv as pacsv
+
+    if data.num_rows == 0:
+        return 0
+    columns = list(columns or data.column_names)
+    buf = io.BytesIO()
+    pacsv.write_csv(
+        data.select(columns),
+        buf,
+        write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"),
+    )
+    payload = buf.getbuffer()
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        qualified(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with conn.cursor() as cur, cur.copy(stmt) as copy:
+        for start in range(0, len(payload), _COPY_BLOCK_BYTES):
+            copy.write(payload[start : start + _COPY_BLOCK_BYTES])
+    del payload
+    return data.num_rows
+
+
+def qualified(name: str) -> sql.Composed:
+    """``schema.table`` as a quoted identifier."""
+    parts = name.split(".")
+    if len(parts) != 2:
+        raise ValueError(f"expected schema.table, got {name!r}")
+    return sql.SQL(".").join(map(sql.Identifier, parts))
+
+
+# --------------------------------------------------------------------------- partitions
+
+
+def day_bounds(day: date) -> tuple[str, str]:
+    """The UTC bounds of a day as timestamptz literals."""
+    nxt = day + timedelta(days=1)
+    return f"{day.isoformat()} 00:00:00+00", f"{nxt.isoformat()} 00:00:00+00"
+
+
+def partition_name(parent: str, day: date) -> str:
+    """``raw.listening_events`` + 2026-11-05 -> ``raw.listening_events_20261105``."""
+    return f"{parent}_{day:%Y%m%d}"
+
+
+def create_day_stage(conn: psycopg.Connection, parent: str, stage: str, time_column: str,
+                     day: date) -> None:
+    """Create an empty table shaped like ``parent``, constrained to one day, to load into.
+
+    The CHECK constraint lets ``ATTACH PARTITION`` skip its validation scan.
+    """
+    low, high = day_bounds(day)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(stage)))
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE {stage} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS,"
+            " CONSTRAINT {check} CHECK ({col} >= {low} AND {col} < {high}))"
+        ).format(
+            stage=qualified(stage),
+            parent=qualified(parent),
+            check=sql.Identifier(f"{stage.split('.')[1]}_in_day"),
+            col=sql.Identifier(time_column),
+            low=sql.Literal(low),
+            high=sql.Literal(high),
+        )
+    )
+
+
+def swap_day_partition(conn: psycopg.Connection, parent: str, stage: str, day: date) -> None:
+    """Make ``stage`` the ``day`` partition of ``parent``, dropping the old one.
+
+    Must run inside the caller's transaction: readers see the old day until commit and
+    the new day after it, never a mix.
+    """
+    low, high = day_bounds(day)
+    target = partition_name(parent, day)
+    schema, target_name = target.split(".")
+    exists = conn.execute(
+        "SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE i.inhparent = %s::regclass AND n.nspname = %s AND c.relname = %s",
+        (parent, schema, target_name),
+    ).fetchone()
+    if exists:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
+                qualified(parent), qualified(target)
+            )
+        )
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(target)))
+    conn.execute(
+        sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+            qualified(stage), sql.Identifier(target_name)
+        )
+    )
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+            qualified(parent), qualified(target), sql.Literal(low), sql.Literal(high)
+        )
+    )
+
+
+# --------------------------------------------------------------------------- inspection
+
+
+def table_checksum(conn: psycopg.Connection, table: str,
+                   exclude: Sequence[str] = ()) -> tuple[int, str]:
+    """Row count and an order-independent checksum of a table's contents.
+
+    Used by tests and the reliability suite to show a re-run leaves the same state.
+    """
+    cols = [
+        r[0]
+        for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+            " AND NOT attisdropped ORDER BY attnum",
+            (table,),
+        )
+        if r[0] not in exclude
+    ]
+    row_expr = sql.SQL("md5(ROW({})::text)").format(
+        sql.SQL(", ").join(map(sql.Identifier, cols))
+    )
+    query = sql.SQL("SELECT {} FROM {}").format(row_expr, qualified(table))
+    count = 0
+    acc = 0
+    with conn.cursor() as cur:
+        cur.execute(query)
+        for (digest,) in cur:
+            count += 1
+            acc = (acc + int(digest, 16)) % (1 << 128)
+    return count, f"{acc:032x}-{zlib.crc32(str(count).encode()):08x}"
