@@ -52,8 +52,13 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     with warehouse.connect(dsn, autocommit=True) as conn:
         applied = warehouse.migrate(conn)
         total = conn.execute("SELECT count(*) FROM ml.schema_migrations").fetchone()[0]
-    _print({"applied": [m.path.name for m in applied], "migrations_recorded": total,
-            "warehouse": warehouse.redact(dsn)})
+    _print(
+        {
+            "applied": [m.path.name for m in applied],
+            "migrations_recorded": total,
+            "warehouse": warehouse.redact(dsn),
+        }
+    )
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
@@ -104,10 +109,20 @@ def cmd_validate(args: argparse.Namespace) -> None:
     for day in _days(args):
         run_id = args.run_id or f"cli-validate-{day.isoformat()}"
         report = validation.validate_day(day, run_id=run_id, dsn=args.dsn)
-        out.append({"day": day.isoformat(), "success": report.success,
-                    "suites": {r.suite: {"success": r.success, "failed": r.failed,
-                                         "data_docs": r.data_docs_path}
-                               for r in report.reports}})
+        out.append(
+            {
+                "day": day.isoformat(),
+                "success": report.success,
+                "suites": {
+                    r.suite: {
+                        "success": r.success,
+                        "failed": r.failed,
+                        "data_docs": r.data_docs_path,
+                    }
+                    for r in report.reports
+                },
+            }
+        )
     _print(out if len(out) > 1 else out[0])
 
 
@@ -134,11 +149,18 @@ def cmd_warehouse(args: argparse.Namespace) -> None:
         ).fetchone()[0]
         applied = (
             conn.execute("SELECT count(*) FROM ml.schema_migrations").fetchone()[0]
-            if migrations else 0
+            if migrations
+            else 0
         )
-    _print({"warehouse": warehouse.redact(dsn), "embedded": settings.uses_embedded_warehouse,
-            "server_version": version, "migrations_applied": applied,
-            "psql": f"psql '{dsn}'"})
+    _print(
+        {
+            "warehouse": warehouse.redact(dsn),
+            "embedded": settings.uses_embedded_warehouse,
+            "server_version": version,
+            "migrations_applied": applied,
+            "psql": f"psql '{dsn}'",
+        }
+    )
 
 
 # --------------------------------------------------------------------------- parser
@@ -173,15 +195,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=_date, required=True, help="first day, YYYY-MM-DD")
     p.add_argument("--days", type=int, default=14)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--bad-rate", type=float, default=0.002,
-                   help="share of contract-breaking rows per dataset-day")
+    p.add_argument(
+        "--bad-rate",
+        type=float,
+        default=0.002,
+        help="share of contract-breaking rows per dataset-day",
+    )
     p.add_argument("--truth-out", help="ground-truth folder (default OUT_truth beside OUT)")
 
     p = add("ingest", cmd_ingest, "ingest landing day(s) into raw.* atomically")
     add_days(p)
     add_dsn(p)
-    p.add_argument("--wait", type=float, default=0.0,
-                   help="seconds to wait for the _SUCCESS markers before failing")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        help="seconds to wait for the _SUCCESS markers before failing",
+    )
     p.add_argument("--validate", action="store_true", help="run the GX suites afterwards")
 
     p = add("validate", cmd_validate, "run the Great Expectations suites on raw day(s)")

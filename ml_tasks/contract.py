@@ -8,7 +8,7 @@ simulator writes files that follow it, and the bad-row generator breaks it on pu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 CONTRACT_VERSION = "1.0"
 
@@ -38,7 +38,7 @@ MIN_USER_AGE_YEARS = 10
 MIN_BIRTH_YEAR = 1900
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """Logical column types of the contract, with their PostgreSQL type."""
 
     STRING = "text"
@@ -146,18 +146,31 @@ LISTENING_EVENTS = Dataset(
     is_event=True,
     time_column="played_at",
     columns=(
-        Column("event_id", Kind.STRING, "Unique id of the play; a repeat is a duplicate delivery.",
-               non_empty=True),
+        Column(
+            "event_id",
+            Kind.STRING,
+            "Unique id of the play; a repeat is a duplicate delivery.",
+            non_empty=True,
+        ),
         Column("user_id", Kind.INT64, "Listener.", minimum=0, minimum_exclusive=True),
         Column("track_id", Kind.STRING, "Track played.", non_empty=True),
-        Column("played_at", Kind.TIMESTAMP, "When the play started (UTC).",
-               in_day=True, not_future=True),
+        Column(
+            "played_at",
+            Kind.TIMESTAMP,
+            "When the play started (UTC).",
+            in_day=True,
+            not_future=True,
+        ),
         Column("ms_played", Kind.INT32, "Milliseconds played.", minimum=0),
-        Column("track_duration_ms", Kind.INT32, "Track length in milliseconds.",
-               minimum=0, minimum_exclusive=True),
+        Column(
+            "track_duration_ms",
+            Kind.INT32,
+            "Track length in milliseconds.",
+            minimum=0,
+            minimum_exclusive=True,
+        ),
         Column("skipped", Kind.BOOL, "The user skipped before the end."),
-        Column("context_type", Kind.STRING, "Where the play started from.",
-               allowed=CONTEXT_TYPES),
+        Column("context_type", Kind.STRING, "Where the play started from.", allowed=CONTEXT_TYPES),
         Column("device_type", Kind.STRING, "Device class.", allowed=DEVICE_TYPES),
         Column("shared", Kind.BOOL, "The user shared the track from this play."),
         Column("liked", Kind.BOOL, "The user saved/liked the track during this play."),
@@ -182,12 +195,12 @@ SUBSCRIPTION_EVENTS = Dataset(
     columns=(
         Column("event_id", Kind.STRING, "Unique id of the event.", non_empty=True),
         Column("user_id", Kind.INT64, "Subscriber.", minimum=0, minimum_exclusive=True),
-        Column("event_at", Kind.TIMESTAMP, "When it happened (UTC).", in_day=True,
-               not_future=True),
+        Column("event_at", Kind.TIMESTAMP, "When it happened (UTC).", in_day=True, not_future=True),
         Column("event_type", Kind.STRING, "Lifecycle event.", allowed=SUBSCRIPTION_EVENT_TYPES),
         Column("plan", Kind.STRING, "Plan after the event.", allowed=PLANS),
-        Column("amount", Kind.DECIMAL, "Amount charged; 0 for free.", minimum=0,
-               maximum=99_999_999.99),
+        Column(
+            "amount", Kind.DECIMAL, "Amount charged; 0 for free.", minimum=0, maximum=99_999_999.99
+        ),
         Column("currency", Kind.STRING, "ISO 4217 currency code.", pattern=r"^[A-Z]{3}$"),
         Column("auto_renew", Kind.BOOL, "Whether the plan renews automatically."),
     ),
@@ -211,11 +224,16 @@ USERS = Dataset(
         Column("user_id", Kind.INT64, "User key.", minimum=0, minimum_exclusive=True),
         Column("signup_date", Kind.DATE, "Day the user signed up.", not_after_day=True),
         Column("country", Kind.STRING, "ISO 3166-1 alpha-2 country.", pattern=r"^[A-Z]{2}$"),
-        Column("birth_year", Kind.INT16, "Year of birth, if known.", nullable=True,
-               birth_year=True),
+        Column(
+            "birth_year", Kind.INT16, "Year of birth, if known.", nullable=True, birth_year=True
+        ),
         Column("gender", Kind.STRING, "Free text, if given.", nullable=True),
-        Column("acquisition_channel", Kind.STRING, "How the user was acquired.",
-               allowed=ACQUISITION_CHANNELS),
+        Column(
+            "acquisition_channel",
+            Kind.STRING,
+            "How the user was acquired.",
+            allowed=ACQUISITION_CHANNELS,
+        ),
     ),
 )
 
@@ -230,13 +248,20 @@ TRACKS = Dataset(
         Column("artist_id", Kind.STRING, "Main artist.", non_empty=True),
         Column("album_id", Kind.STRING, "Album, if any.", nullable=True),
         Column("release_date", Kind.DATE, "Release day."),
-        Column("duration_ms", Kind.INT32, "Length in milliseconds.", minimum=0,
-               minimum_exclusive=True),
-        Column("genre", Kind.STRING, "Catalogue genre label; null = to be classified.",
-               nullable=True),
+        Column(
+            "duration_ms", Kind.INT32, "Length in milliseconds.", minimum=0, minimum_exclusive=True
+        ),
+        Column(
+            "genre", Kind.STRING, "Catalogue genre label; null = to be classified.", nullable=True
+        ),
         Column("explicit", Kind.BOOL, "Explicit lyrics."),
-        Column("preview_path", Kind.STRING, "Preview clip path under audio/.", nullable=True,
-               relative_path=True),
+        Column(
+            "preview_path",
+            Kind.STRING,
+            "Preview clip path under audio/.",
+            nullable=True,
+            relative_path=True,
+        ),
     ),
 )
 
@@ -284,9 +309,7 @@ def rule_messages(col: Column) -> dict[str, str]:
     if col.not_after_day:
         msgs["after_day"] = f"{name}: after the folder's day"
     if col.birth_year:
-        msgs["birth_year"] = (
-            f"{name}: outside {MIN_BIRTH_YEAR}..(year - {MIN_USER_AGE_YEARS})"
-        )
+        msgs["birth_year"] = f"{name}: outside {MIN_BIRTH_YEAR}..(year - {MIN_USER_AGE_YEARS})"
     if col.relative_path:
         msgs["path"] = f"{name}: not a relative path under audio/"
     return msgs

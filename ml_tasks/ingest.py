@@ -64,7 +64,9 @@ class LandingIncomplete(IngestError):
         self.day = day
         self.missing = missing
         names = ", ".join(str(p) for p in missing)
-        super().__init__(f"landing day {day} is not complete: no {contract.SUCCESS_MARKER} in {names}")
+        super().__init__(
+            f"landing day {day} is not complete: no {contract.SUCCESS_MARKER} in {names}"
+        )
 
 
 class UnreadableFile(IngestError):
@@ -83,8 +85,9 @@ def day_folder(root: Path, dataset: str, day: date) -> Path:
     return root / dataset / f"dt={day.isoformat()}"
 
 
-def missing_markers(day: date, root: Path | None = None,
-                    datasets: tuple[Dataset, ...] = contract.DATASETS) -> list[Path]:
+def missing_markers(
+    day: date, root: Path | None = None, datasets: tuple[Dataset, ...] = contract.DATASETS
+) -> list[Path]:
     """Dataset folders of ``day`` that do not (yet) hold a ``_SUCCESS`` marker."""
     root = root or get_settings().landing_root
     return [
@@ -104,7 +107,9 @@ def landing_files(folder: Path) -> list[Path]:
         if path.name.startswith((".", "_")) or path.is_dir():
             continue
         if path.suffix.lower() not in contract.FILE_SUFFIXES:
-            raise UnreadableFile(path, "not a .parquet or .csv file (the contract allows only those)")
+            raise UnreadableFile(
+                path, "not a .parquet or .csv file (the contract allows only those)"
+            )
         files.append(path)
     return files
 
@@ -246,7 +251,9 @@ def parse_column(arr: pa.Array, kind: Kind) -> tuple[pa.Array, np.ndarray]:
         except pa.ArrowInvalid:
             pass
         parsed = pd.to_datetime(
-            pd.Series(arr.to_numpy(zero_copy_only=False)), utc=True, errors="coerce",
+            pd.Series(arr.to_numpy(zero_copy_only=False)),
+            utc=True,
+            errors="coerce",
             format="ISO8601",
         )
         ok = parsed.notna().to_numpy() & has_offset
@@ -282,9 +289,9 @@ def parse_column(arr: pa.Array, kind: Kind) -> tuple[pa.Array, np.ndarray]:
         values = pc.cast(pa.array(ints, mask=~ok), target)
         return values, present & ~ok
     # decimal(10,2) as float64, 2 decimals at most
-    nums_f = pd.to_numeric(
-        pd.Series(arr.to_numpy(zero_copy_only=False)), errors="coerce"
-    ).to_numpy(dtype=float)
+    nums_f = pd.to_numeric(pd.Series(arr.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy(
+        dtype=float
+    )
     cents = nums_f * 100
     ok = present & np.isfinite(nums_f) & (np.abs(cents - np.round(cents)) < 1e-6)
     values = pa.array(np.where(ok, np.round(cents) / 100, 0.0), mask=~ok)
@@ -302,17 +309,18 @@ class CheckedBatch:
 
 def _cross_rule_mask(code: str, typed: dict[str, pa.Array]) -> np.ndarray:
     if code == "ms_played_over_duration":
-        limit = pc.multiply(pc.cast(typed["track_duration_ms"], pa.int64()),
-                            contract.MAX_PLAY_TO_DURATION_RATIO)
+        limit = pc.multiply(
+            pc.cast(typed["track_duration_ms"], pa.int64()), contract.MAX_PLAY_TO_DURATION_RATIO
+        )
         return _mask(pc.greater(pc.cast(typed["ms_played"], pa.int64()), limit))
     if code == "free_plan_amount":
-        return _mask(pc.and_(pc.equal(typed["plan"], "free"),
-                             pc.not_equal(typed["amount"], 0.0)))
+        return _mask(pc.and_(pc.equal(typed["plan"], "free"), pc.not_equal(typed["amount"], 0.0)))
     raise KeyError(f"no check implemented for cross rule {code!r}")
 
 
-def _column_masks(col: Column, arr: pa.Array, day: date,
-                  now: datetime) -> list[tuple[str, np.ndarray]]:
+def _column_masks(
+    col: Column, arr: pa.Array, day: date, now: datetime
+) -> list[tuple[str, np.ndarray]]:
     msgs = contract.rule_messages(col)
     masks: list[tuple[str, np.ndarray]] = []
     if col.non_empty:
@@ -326,21 +334,32 @@ def _column_masks(col: Column, arr: pa.Array, day: date,
         inset = pc.is_in(arr, value_set=pa.array(col.allowed))
         masks.append((msgs["allowed"], _mask(pc.and_(pc.invert(inset), pc.is_valid(arr)))))
     if col.pattern is not None:
-        masks.append((msgs["pattern"], _mask(pc.invert(pc.match_substring_regex(arr, col.pattern)))))
+        masks.append(
+            (msgs["pattern"], _mask(pc.invert(pc.match_substring_regex(arr, col.pattern))))
+        )
     if col.in_day:
         low = pa.scalar(datetime.combine(day, datetime.min.time(), UTC), ARROW_TYPES[col.kind])
-        high = pa.scalar(datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC),
-                         ARROW_TYPES[col.kind])
-        masks.append((msgs["in_day"], _mask(pc.or_(pc.less(arr, low),
-                                                   pc.greater_equal(arr, high)))))
+        high = pa.scalar(
+            datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC),
+            ARROW_TYPES[col.kind],
+        )
+        masks.append(
+            (msgs["in_day"], _mask(pc.or_(pc.less(arr, low), pc.greater_equal(arr, high))))
+        )
     if col.not_future:
-        masks.append((msgs["future"], _mask(pc.greater(arr, pa.scalar(now, ARROW_TYPES[col.kind])))))
+        masks.append(
+            (msgs["future"], _mask(pc.greater(arr, pa.scalar(now, ARROW_TYPES[col.kind]))))
+        )
     if col.not_after_day:
         masks.append((msgs["after_day"], _mask(pc.greater(arr, pa.scalar(day, pa.date32())))))
     if col.birth_year:
         top = day.year - contract.MIN_USER_AGE_YEARS
-        masks.append((msgs["birth_year"], _mask(pc.or_(pc.less(arr, contract.MIN_BIRTH_YEAR),
-                                                       pc.greater(arr, top)))))
+        masks.append(
+            (
+                msgs["birth_year"],
+                _mask(pc.or_(pc.less(arr, contract.MIN_BIRTH_YEAR), pc.greater(arr, top))),
+            )
+        )
     if col.relative_path:
         under_audio = pc.match_substring_regex(arr, _AUDIO_PATH_RE)
         dotdot = pc.match_substring_regex(arr, _DOTDOT_RE)
@@ -447,8 +466,10 @@ def _pg_array(items: list[str]) -> str:
 
 
 def _payloads(batch: pa.Table, rows: np.ndarray) -> list[str]:
-    return [json.dumps(r, default=str, ensure_ascii=False)
-            for r in batch.take(pa.array(rows)).to_pylist()]
+    return [
+        json.dumps(r, default=str, ensure_ascii=False)
+        for r in batch.take(pa.array(rows)).to_pylist()
+    ]
 
 
 class _DayLoader:
@@ -466,7 +487,9 @@ class _DayLoader:
     # -- staging
     def create_stages(self) -> None:
         self.conn.execute(
-            sql.SQL("DROP TABLE IF EXISTS {}").format(warehouse.qualified(_quarantine_stage(self.day)))
+            sql.SQL("DROP TABLE IF EXISTS {}").format(
+                warehouse.qualified(_quarantine_stage(self.day))
+            )
         )
         self.conn.execute(
             sql.SQL("CREATE UNLOGGED TABLE {} (LIKE quarantine.rejected_rows)").format(
@@ -478,7 +501,9 @@ class _DayLoader:
             if ds.is_event:
                 warehouse.create_day_stage(self.conn, ds.raw_table, stage, ds.time_column, self.day)
             else:
-                self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(warehouse.qualified(stage)))
+                self.conn.execute(
+                    sql.SQL("DROP TABLE IF EXISTS {}").format(warehouse.qualified(stage))
+                )
                 self.conn.execute(
                     sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {})").format(
                         warehouse.qualified(stage), warehouse.qualified(ds.raw_table)
@@ -495,7 +520,9 @@ class _DayLoader:
     # -- reference flags
     def _known_keys(self, ds_name: str) -> np.ndarray:
         if ds_name not in self.known:
-            table, key = ("raw.users", "user_id") if ds_name == "users" else ("raw.tracks", "track_id")
+            table, key = (
+                ("raw.users", "user_id") if ds_name == "users" else ("raw.tracks", "track_id")
+            )
             query = sql.SQL("SELECT {} FROM {} WHERE first_delivered < %s").format(
                 sql.Identifier(key), warehouse.qualified(table)
             )
@@ -518,8 +545,9 @@ class _DayLoader:
     # -- loading
     def load_file(self, ds: Dataset, path: Path) -> FileStats:
         rel = path.relative_to(self.root).as_posix()
-        stats = FileStats(ds.name, rel, path.suffix.lower().lstrip("."), path.stat().st_size,
-                          _sha256(path))
+        stats = FileStats(
+            ds.name, rel, path.suffix.lower().lstrip("."), path.stat().st_size, _sha256(path)
+        )
         stage = _stage_name(ds, self.day)
         qstage = _quarantine_stage(self.day)
         row_base = 0
@@ -542,14 +570,16 @@ class _DayLoader:
             warehouse.copy_arrow(self.conn, stage, accepted)
             if len(checked.rejected_rows):
                 k = len(checked.rejected_rows)
-                rejected = pa.table({
-                    "dataset": pa.array([ds.name] * k),
-                    "dt": pa.array([self.day] * k, pa.date32()),
-                    "source_file": pa.array([rel] * k),
-                    "source_row": pa.array(rows[checked.rejected_rows]),
-                    "reasons": pa.array([_pg_array(r) for r in checked.reasons]),
-                    "payload": pa.array(_payloads(batch, checked.rejected_rows)),
-                })
+                rejected = pa.table(
+                    {
+                        "dataset": pa.array([ds.name] * k),
+                        "dt": pa.array([self.day] * k, pa.date32()),
+                        "source_file": pa.array([rel] * k),
+                        "source_row": pa.array(rows[checked.rejected_rows]),
+                        "reasons": pa.array([_pg_array(r) for r in checked.reasons]),
+                        "payload": pa.array(_payloads(batch, checked.rejected_rows)),
+                    }
+                )
                 warehouse.copy_arrow(self.conn, qstage, rejected)
             stats.rows_read += n
             row_base += n
@@ -588,9 +618,16 @@ class _DayLoader:
                        jsonb_build_object({payload_cols})
                 FROM d
                 """
-            ).format(key=key, stage=stage, order=order, qstage=qstage, ds=sql.Literal(ds.name),
-                     day=sql.Literal(self.day), reason=sql.Literal(reason),
-                     payload_cols=payload_cols)
+            ).format(
+                key=key,
+                stage=stage,
+                order=order,
+                qstage=qstage,
+                ds=sql.Literal(ds.name),
+                day=sql.Literal(self.day),
+                reason=sql.Literal(reason),
+                payload_cols=payload_cols,
+            )
         )
         if ds.is_event:
             # Already accepted on another day: the first day to accept an id keeps it.
@@ -612,12 +649,19 @@ class _DayLoader:
                            ARRAY[{reason}], jsonb_build_object({payload_cols})
                     FROM d
                     """
-                ).format(stage=stage, parent=warehouse.qualified(ds.raw_table), key=key,
-                         tcol=sql.Identifier(ds.time_column), low=sql.Literal(low),
-                         high=sql.Literal(high), qstage=qstage, ds=sql.Literal(ds.name),
-                         day=sql.Literal(self.day),
-                         reason=sql.Literal(contract.DUPLICATE_REASON + " on another day"),
-                         payload_cols=payload_cols)
+                ).format(
+                    stage=stage,
+                    parent=warehouse.qualified(ds.raw_table),
+                    key=key,
+                    tcol=sql.Identifier(ds.time_column),
+                    low=sql.Literal(low),
+                    high=sql.Literal(high),
+                    qstage=qstage,
+                    ds=sql.Literal(ds.name),
+                    day=sql.Literal(self.day),
+                    reason=sql.Literal(contract.DUPLICATE_REASON + " on another day"),
+                    payload_cols=payload_cols,
+                )
             )
 
     def count_by_file(self, table: str, ds: Dataset | None = None) -> dict[str, int]:
@@ -636,13 +680,17 @@ class _DayLoader:
             "SELECT indexdef FROM pg_indexes WHERE schemaname = 'raw' AND tablename = %s",
             (ds.name,),
         ).fetchall():
-            definition = re.sub(r"^CREATE (UNIQUE )?INDEX \S+ ON ONLY \S+",
-                                lambda m: f"CREATE {m.group(1) or ''}INDEX ON {stage}", indexdef)
+            definition = re.sub(
+                r"^CREATE (UNIQUE )?INDEX \S+ ON ONLY \S+",
+                lambda m: f"CREATE {m.group(1) or ''}INDEX ON {stage}",
+                indexdef,
+            )
             self.conn.execute(definition)
         self.conn.execute(sql.SQL("ANALYZE {}").format(warehouse.qualified(stage)))
 
-    def commit_day(self, results: dict[str, DatasetResult], run_id: str,
-                   started_at: datetime) -> None:
+    def commit_day(
+        self, results: dict[str, DatasetResult], run_id: str, started_at: datetime
+    ) -> None:
         """Swap the whole day in, in one transaction."""
         day = self.day
         qstage = warehouse.qualified(_quarantine_stage(day))
@@ -665,21 +713,34 @@ class _DayLoader:
                     " file_sha256, rows_read, rows_accepted, rows_quarantined, contract_version)"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     [
-                        (day, f.dataset, f.source_file, f.file_format, f.file_bytes, f.file_sha256,
-                         f.rows_read, f.rows_accepted, f.rows_quarantined,
-                         contract.CONTRACT_VERSION)
+                        (
+                            day,
+                            f.dataset,
+                            f.source_file,
+                            f.file_format,
+                            f.file_bytes,
+                            f.file_sha256,
+                            f.rows_read,
+                            f.rows_accepted,
+                            f.rows_quarantined,
+                            contract.CONTRACT_VERSION,
+                        )
                         for res in results.values()
                         for f in res.files
                     ],
                 )
             self.conn.execute(
-                "INSERT INTO raw.ingest_runs (run_id, dt, started_at, finished_at, files, rows_read,"
-                " rows_accepted, rows_quarantined) VALUES (%s, %s, %s, now(), %s, %s, %s, %s)"
-                " ON CONFLICT (run_id, dt) DO UPDATE SET finished_at = now(), files = EXCLUDED.files,"
+                "INSERT INTO raw.ingest_runs (run_id, dt, started_at, finished_at, files,"
+                " rows_read, rows_accepted, rows_quarantined)"
+                " VALUES (%s, %s, %s, now(), %s, %s, %s, %s)"
+                " ON CONFLICT (run_id, dt) DO UPDATE SET finished_at = now(),"
+                " files = EXCLUDED.files,"
                 " rows_read = EXCLUDED.rows_read, rows_accepted = EXCLUDED.rows_accepted,"
                 " rows_quarantined = EXCLUDED.rows_quarantined",
                 (
-                    run_id, day, started_at,
+                    run_id,
+                    day,
+                    started_at,
                     sum(len(r.files) for r in results.values()),
                     sum(r.rows_read for r in results.values()),
                     sum(r.rows_accepted for r in results.values()),
@@ -692,7 +753,9 @@ class _DayLoader:
         current = warehouse.qualified(ds.current_table)
         key = sql.Identifier(ds.key)
         cols = sql.SQL(", ").join(map(sql.Identifier, ds.column_names))
-        vcols = sql.SQL(", ").join(sql.SQL("v.{}").format(sql.Identifier(c)) for c in ds.column_names)
+        vcols = sql.SQL(", ").join(
+            sql.SQL("v.{}").format(sql.Identifier(c)) for c in ds.column_names
+        )
         self.conn.execute(
             sql.SQL(
                 "CREATE TEMP TABLE _affected ON COMMIT DROP AS"
@@ -725,9 +788,20 @@ class _DayLoader:
         self.conn.execute("DROP TABLE _affected")
 
 
-def ingest_day(day: date, *, run_id: str | None = None, dsn: str | None = None,
-               landing_root: Path | None = None, chunk_rows: int | None = None) -> IngestResult:
-    """Ingest landing day ``day`` atomically and idempotently; see the module docstring."""
+def ingest_day(
+    day: date,
+    *,
+    run_id: str | None = None,
+    dsn: str | None = None,
+    landing_root: Path | None = None,
+    chunk_rows: int | None = None,
+    now: datetime | None = None,
+) -> IngestResult:
+    """Ingest landing day ``day`` atomically and idempotently; see the module docstring.
+
+    ``now`` is the clock the "not in the future" rule compares with (default: the time of
+    the call).
+    """
     settings = get_settings()
     root = Path(landing_root or settings.landing_root)
     chunk_rows = chunk_rows or settings.ingest_chunk_rows
@@ -741,9 +815,11 @@ def ingest_day(day: date, *, run_id: str | None = None, dsn: str | None = None,
     files = {ds.name: landing_files(day_folder(root, ds.name, day)) for ds in contract.DATASETS}
 
     target = warehouse.ensure_migrated(dsn)
-    with warehouse.connect(target, autocommit=True) as conn, \
-            warehouse.session_lock(conn, f"encore.ingest.{day.isoformat()}"):
-        loader = _DayLoader(conn, day, root, chunk_rows, datetime.now(UTC))
+    with (
+        warehouse.connect(target, autocommit=True) as conn,
+        warehouse.session_lock(conn, f"encore.ingest.{day.isoformat()}"),
+    ):
+        loader = _DayLoader(conn, day, root, chunk_rows, now or datetime.now(UTC))
         loader.create_stages()
         try:
             results: dict[str, DatasetResult] = {}
@@ -765,14 +841,26 @@ def ingest_day(day: date, *, run_id: str | None = None, dsn: str | None = None,
                 if ds.is_event:
                     loader.prepare_event_stage(ds)
                 results[ds.name] = res
-                log.info("%s %s: %d read, %d accepted, %d quarantined", day, ds.name,
-                         res.rows_read, res.rows_accepted, res.rows_quarantined)
+                log.info(
+                    "%s %s: %d read, %d accepted, %d quarantined",
+                    day,
+                    ds.name,
+                    res.rows_read,
+                    res.rows_accepted,
+                    res.rows_quarantined,
+                )
             loader.commit_day(results, run_id, started_at)
         finally:
             loader.drop_stages()
     result = IngestResult(day, run_id, results, time.perf_counter() - started)
-    log.info("ingested %s in %.1fs: %d rows read, %d accepted, %d quarantined", day,
-             result.seconds, result.rows_read, result.rows_accepted, result.rows_quarantined)
+    log.info(
+        "ingested %s in %.1fs: %d rows read, %d accepted, %d quarantined",
+        day,
+        result.seconds,
+        result.rows_read,
+        result.rows_accepted,
+        result.rows_quarantined,
+    )
     return result
 
 

@@ -304,8 +304,9 @@ def partition_name(parent: str, day: date) -> str:
     return f"{parent}_{day:%Y%m%d}"
 
 
-def create_day_stage(conn: psycopg.Connection, parent: str, stage: str, time_column: str,
-                     day: date) -> None:
+def create_day_stage(
+    conn: psycopg.Connection, parent: str, stage: str, time_column: str, day: date
+) -> None:
     """Create an empty table shaped like ``parent``, constrained to one day, to load into.
 
     The CHECK constraint lets ``ATTACH PARTITION`` skip its validation scan.
@@ -350,9 +351,7 @@ def swap_day_partition(conn: psycopg.Connection, parent: str, stage: str, day: d
         )
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(target)))
     conn.execute(
-        sql.SQL("ALTER TABLE {} RENAME TO {}").format(
-            qualified(stage), sql.Identifier(target_name)
-        )
+        sql.SQL("ALTER TABLE {} RENAME TO {}").format(qualified(stage), sql.Identifier(target_name))
     )
     conn.execute(
         sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
@@ -364,8 +363,9 @@ def swap_day_partition(conn: psycopg.Connection, parent: str, stage: str, day: d
 # --------------------------------------------------------------------------- inspection
 
 
-def table_checksum(conn: psycopg.Connection, table: str,
-                   exclude: Sequence[str] = ()) -> tuple[int, str]:
+def table_checksum(
+    conn: psycopg.Connection, table: str, exclude: Sequence[str] = ()
+) -> tuple[int, str]:
     """Row count and an order-independent checksum of a table's contents.
 
     Used by tests and the reliability suite to show a re-run leaves the same state.
@@ -379,9 +379,7 @@ def table_checksum(conn: psycopg.Connection, table: str,
         )
         if r[0] not in exclude
     ]
-    row_expr = sql.SQL("md5(ROW({})::text)").format(
-        sql.SQL(", ").join(map(sql.Identifier, cols))
-    )
+    row_expr = sql.SQL("md5(ROW({})::text)").format(sql.SQL(", ").join(map(sql.Identifier, cols)))
     query = sql.SQL("SELECT {} FROM {}").format(row_expr, qualified(table))
     count = 0
     acc = 0
@@ -391,3 +389,41 @@ def table_checksum(conn: psycopg.Connection, table: str,
             count += 1
             acc = (acc + int(digest, 16)) % (1 << 128)
     return count, f"{acc:032x}-{zlib.crc32(str(count).encode()):08x}"
+
+
+# --------------------------------------------------------------------------- sqlalchemy
+
+
+def sqlalchemy_url(dsn: str, driver: str = "psycopg") -> str:
+    """The SQLAlchemy URL (``postgresql+<driver>://``) of a libpq DSN or URL.
+
+    For tools that connect through SQLAlchemy (Great Expectations). Socket-only DSNs such as
+    the embedded server's (``postgresql://postgres:@/encore?host=/path``) keep the socket
+    directory as a ``host`` query parameter, which both psycopg drivers pass to libpq. The
+    session runs in UTC like :func:`connect`'s.
+    """
+    from psycopg.conninfo import conninfo_to_dict
+    from sqlalchemy.engine import URL
+
+    params = {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
+    user = params.pop("user", None)
+    password = params.pop("password", None)
+    database = params.pop("dbname", None)
+    host = params.pop("host", None)
+    port = params.pop("port", None)
+    if host and (host.startswith("/") or "," in host):
+        params["host"] = host  # a socket directory or a host list: only libpq understands it
+        if port:
+            params["port"] = port
+        host, port = None, None
+    params.setdefault("options", "-c TimeZone=UTC")
+    url = URL.create(
+        f"postgresql+{driver}",
+        username=user,
+        password=password,
+        host=host,
+        port=int(port) if port else None,
+        database=database,
+        query=params,
+    )
+    return url.render_as_string(hide_password=False)

@@ -22,29 +22,59 @@ def ts(day: date, hour: int = 12, minute: int = 0) -> str:
 
 
 def good_user(user_id: int, day: date = DAY) -> dict:
-    return {"user_id": user_id, "signup_date": (day - timedelta(days=100)).isoformat(),
-            "country": "SE", "birth_year": 1990, "gender": None,
-            "acquisition_channel": "organic"}
+    return {
+        "user_id": user_id,
+        "signup_date": (day - timedelta(days=100)).isoformat(),
+        "country": "SE",
+        "birth_year": 1990,
+        "gender": None,
+        "acquisition_channel": "organic",
+    }
 
 
 def good_track(track_id: str, day: date = DAY) -> dict:
-    return {"track_id": track_id, "title": f"Song {track_id}", "artist_id": "a1",
-            "album_id": None, "release_date": "2020-01-01", "duration_ms": 200_000,
-            "genre": "rock", "explicit": False, "preview_path": f"audio/{track_id}.wav"}
+    return {
+        "track_id": track_id,
+        "title": f"Song {track_id}",
+        "artist_id": "a1",
+        "album_id": None,
+        "release_date": "2020-01-01",
+        "duration_ms": 200_000,
+        "genre": "rock",
+        "explicit": False,
+        "preview_path": f"audio/{track_id}.wav",
+    }
 
 
-def good_play(event_id: str, user_id: int = 1, track_id: str = "t1", day: date = DAY,
-              hour: int = 12) -> dict:
-    return {"event_id": event_id, "user_id": user_id, "track_id": track_id,
-            "played_at": ts(day, hour), "ms_played": 180_000, "track_duration_ms": 200_000,
-            "skipped": False, "context_type": "playlist", "device_type": "mobile",
-            "shared": False, "liked": True}
+def good_play(
+    event_id: str, user_id: int = 1, track_id: str = "t1", day: date = DAY, hour: int = 12
+) -> dict:
+    return {
+        "event_id": event_id,
+        "user_id": user_id,
+        "track_id": track_id,
+        "played_at": ts(day, hour),
+        "ms_played": 180_000,
+        "track_duration_ms": 200_000,
+        "skipped": False,
+        "context_type": "playlist",
+        "device_type": "mobile",
+        "shared": False,
+        "liked": True,
+    }
 
 
 def good_sub(event_id: str, user_id: int = 1, day: date = DAY) -> dict:
-    return {"event_id": event_id, "user_id": user_id, "event_at": ts(day, 9),
-            "event_type": "renewal", "plan": "premium_individual", "amount": "10.99",
-            "currency": "EUR", "auto_renew": True}
+    return {
+        "event_id": event_id,
+        "user_id": user_id,
+        "event_at": ts(day, 9),
+        "event_type": "renewal",
+        "plan": "premium_individual",
+        "amount": "10.99",
+        "currency": "EUR",
+        "auto_renew": True,
+    }
 
 
 def _csv_value(v) -> str:
@@ -67,10 +97,14 @@ def write_csv(path: Path, dataset: str, rows: list[dict], columns: list[str] | N
 
 
 _PARQUET_TYPES = {
-    contract.Kind.STRING: pa.string(), contract.Kind.INT16: pa.int16(),
-    contract.Kind.INT32: pa.int32(), contract.Kind.INT64: pa.int64(),
-    contract.Kind.BOOL: pa.bool_(), contract.Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
-    contract.Kind.DATE: pa.date32(), contract.Kind.DECIMAL: pa.float64(),
+    contract.Kind.STRING: pa.string(),
+    contract.Kind.INT16: pa.int16(),
+    contract.Kind.INT32: pa.int32(),
+    contract.Kind.INT64: pa.int64(),
+    contract.Kind.BOOL: pa.bool_(),
+    contract.Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
+    contract.Kind.DATE: pa.date32(),
+    contract.Kind.DECIMAL: pa.float64(),
 }
 
 
@@ -80,8 +114,9 @@ def write_parquet(path: Path, dataset: str, rows: list[dict]) -> Path:
     for col in ds.columns:
         values = [r.get(col.name) for r in rows]
         if col.kind is contract.Kind.TIMESTAMP:
-            values = [datetime.fromisoformat(v.replace("Z", "+00:00")) if v else None
-                      for v in values]
+            values = [
+                datetime.fromisoformat(v.replace("Z", "+00:00")) if v else None for v in values
+            ]
         elif col.kind is contract.Kind.DATE:
             values = [date.fromisoformat(v) if v else None for v in values]
         elif col.kind is contract.Kind.DECIMAL:
@@ -96,17 +131,36 @@ def folder(root: Path, dataset: str, day: date = DAY) -> Path:
     return root / dataset / f"dt={day.isoformat()}"
 
 
-def write_day(root: Path, day: date = DAY, *, users=None, tracks=None, plays=None, subs=None,
-              fmt: str = "csv", success: bool = True) -> Path:
+def write_day(
+    root: Path,
+    day: date = DAY,
+    *,
+    users=None,
+    tracks=None,
+    plays=None,
+    subs=None,
+    fmt: str = "csv",
+    success: bool = True,
+) -> Path:
     """Write one landing day; defaults make a small valid day."""
     users = [good_user(i, day) for i in (1, 2, 3)] if users is None else users
     tracks = [good_track(t, day) for t in ("t1", "t2")] if tracks is None else tracks
-    plays = ([good_play(f"e{day:%m%d}-{i}", 1 + i % 3, "t1" if i % 2 else "t2", day, i % 24)
-              for i in range(20)] if plays is None else plays)
+    plays = (
+        [
+            good_play(f"e{day:%m%d}-{i}", 1 + i % 3, "t1" if i % 2 else "t2", day, i % 24)
+            for i in range(20)
+        ]
+        if plays is None
+        else plays
+    )
     subs = [good_sub(f"s{day:%m%d}-1", 1, day)] if subs is None else subs
     writer = write_csv if fmt == "csv" else write_parquet
-    for name, rows in (("users", users), ("tracks", tracks), ("listening_events", plays),
-                       ("subscription_events", subs)):
+    for name, rows in (
+        ("users", users),
+        ("tracks", tracks),
+        ("listening_events", plays),
+        ("subscription_events", subs),
+    ):
         target = folder(root, name, day)
         target.mkdir(parents=True, exist_ok=True)
         writer(target / f"part-000.{fmt}", name, rows)

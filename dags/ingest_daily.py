@@ -1,0 +1,89 @@
+"""
+### ingest_daily
+
+Loads one UTC day of landing data into the warehouse, then validates it.
+
+1. **wait_for_landing** waits (reschedule mode) for a `_SUCCESS` marker in every dataset
+   folder of the day; on timeout it names the folders still missing one.
+2. **ingest** checks every row against the landing contract, COPYs accepted rows into
+   `raw.*`, rejected rows with their reasons into `quarantine.rejected_rows`, and swaps the
+   day in atomically (`encore ingest --date D` runs the same code).
+3. **validate** runs the Great Expectations suites on the day's partitions and emits the
+   `encore_raw_day` asset that downstream DAGs schedule on.
+
+Each run covers its data interval, one UTC day (`CronDataIntervalTimetable`). A manual run
+without a logical date takes the day from the `day` parameter. Re-running a day, or
+backfilling a range, leaves the same state.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, Asset, Param, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+from encore_airflow.common import DEFAULT_ARGS, START_DATE, Tag, run_day
+from encore_airflow.sensors import LandingDaySensor
+
+RAW_DAY = Asset(name="encore_raw_day", uri="encore://warehouse/raw")
+
+with DAG(
+    dag_id="ingest_daily",
+    description="Load and validate one UTC day of landing data",
+    doc_md=__doc__,
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=4,
+    default_args=DEFAULT_ARGS,
+    tags=[Tag.INGEST, Tag.DAILY],
+    params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="UTC day to ingest (manual runs without a data interval)",
+        )
+    },
+    dagrun_timeout=timedelta(hours=8),
+) as dag:
+    wait_for_landing = LandingDaySensor(task_id="wait_for_landing")
+
+    @task
+    def ingest() -> dict:
+        """Ingest the run's day (see ml_tasks.ingest.ingest_day)."""
+        from airflow.sdk.exceptions import AirflowFailException
+        from encore_airflow.hooks import WarehouseHook
+
+        from ml_tasks.ingest import IngestError, ingest_day
+
+        context = get_current_context()
+        try:
+            result = ingest_day(
+                run_day(context), run_id=context["run_id"], dsn=WarehouseHook().get_dsn()
+            )
+        except IngestError as exc:  # bad landing data: retrying cannot help
+            raise AirflowFailException(str(exc)) from exc
+        return result.to_dict()
+
+    @task(outlets=[RAW_DAY])
+    def validate(ingested: dict) -> dict:
+        """Run the contract's GX suites on the day; fail with a readable summary."""
+        from airflow.sdk.exceptions import AirflowFailException
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks.validation import ValidationFailed, validate_day
+
+        context = get_current_context()
+        day = run_day(context)
+        try:
+            report = validate_day(day, run_id=context["run_id"], dsn=WarehouseHook().get_dsn())
+        except ValidationFailed as exc:
+            raise AirflowFailException(str(exc)) from exc
+        context["outlet_events"][RAW_DAY].extra = {"day": day.isoformat()}
+        return {
+            "day": day.isoformat(),
+            "success": report.success,
+            "rows_accepted": ingested["rows_accepted"],
+        }
+
+    wait_for_landing >> validate(ingest())

@@ -1,0 +1,49 @@
+"""Sensors that wait on the landing area."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowSensorTimeout
+
+from encore_airflow.common import run_day
+
+
+class LandingDaySensor(BaseSensorOperator):
+    """Waits until every dataset folder of the run's day holds a ``_SUCCESS`` marker.
+
+    On timeout the failure names the folders still missing their marker.
+    """
+
+    def __init__(self, *, landing_root: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", timedelta(minutes=5))
+        kwargs.setdefault("timeout", timedelta(hours=6))
+        super().__init__(**kwargs)
+        self.landing_root = landing_root
+
+    def _missing(self, context: Any) -> list[str]:
+        from pathlib import Path
+
+        from ml_tasks.ingest import missing_markers
+
+        root = Path(self.landing_root) if self.landing_root else None
+        return [str(p) for p in missing_markers(run_day(context), root)]
+
+    def poke(self, context: Any) -> bool:
+        missing = self._missing(context)
+        if missing:
+            self.log.info("waiting for %d folder(s): %s", len(missing), ", ".join(missing))
+        return not missing
+
+    def execute(self, context: Any) -> Any:
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as exc:
+            missing = self._missing(context)
+            raise AirflowSensorTimeout(
+                f"landing day {run_day(context)} still incomplete after {self.timeout}s: "
+                f"no _SUCCESS in {', '.join(missing) or '(now complete)'}"
+            ) from exc

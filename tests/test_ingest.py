@@ -1,0 +1,576 @@
+"""Ingestion against a real PostgreSQL: contract rules, idempotency, atomicity, bad files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from landing import (
+    DAY,
+    folder,
+    good_play,
+    good_sub,
+    good_track,
+    good_user,
+    write_csv,
+    write_day,
+    write_parquet,
+)
+
+from ml_tasks import contract, ingest, warehouse
+
+DATA_TABLES = (
+    "raw.listening_events",
+    "raw.subscription_events",
+    "raw.user_versions",
+    "raw.users",
+    "raw.track_versions",
+    "raw.tracks",
+    "raw.ingest_log",
+    "quarantine.rejected_rows",
+)
+
+
+def checksums(dsn: str) -> dict[str, tuple[int, str]]:
+    with warehouse.connect(dsn) as conn:
+        return {t: warehouse.table_checksum(conn, t) for t in DATA_TABLES}
+
+
+def quarantined(dsn: str, dataset: str | None = None) -> list[tuple]:
+    with warehouse.connect(dsn) as conn:
+        q = (
+            "SELECT dataset, source_file, source_row, reasons, payload"
+            " FROM quarantine.rejected_rows"
+        )
+        params: tuple = ()
+        if dataset:
+            q += " WHERE dataset = %s"
+            params = (dataset,)
+        return conn.execute(q + " ORDER BY 1, 2, 3", params).fetchall()
+
+
+def scalar(dsn: str, query: str, params: tuple = ()):
+    with warehouse.connect(dsn) as conn:
+        return conn.execute(query, params).fetchone()[0]
+
+
+# --------------------------------------------------------------------------- rule by rule
+
+NOON = datetime(2026, 11, 5, 12, 0, tzinfo=UTC)  # the clock for the "future" case
+
+# (dataset, column, bad value, expected reason fragment, ingest clock or None)
+RULE_CASES = [
+    ("listening_events", "event_id", " ", "event_id: empty string", None),
+    ("listening_events", "event_id", None, "event_id: missing value", None),
+    ("listening_events", "user_id", 0, "user_id: must be > 0", None),
+    ("listening_events", "user_id", -7, "user_id: must be > 0", None),
+    ("listening_events", "user_id", "abc", "user_id: not a valid int64", None),
+    ("listening_events", "user_id", "1.5", "user_id: not a valid int64", None),
+    ("listening_events", "user_id", "99999999999999999999", "user_id: not a valid int64", None),
+    ("listening_events", "track_id", "  ", "track_id: empty string", None),
+    (
+        "listening_events",
+        "played_at",
+        "2026-11-04T23:59:59Z",
+        "played_at: outside the folder",
+        None,
+    ),
+    (
+        "listening_events",
+        "played_at",
+        "2026-11-06T00:00:00Z",
+        "played_at: outside the folder",
+        None,
+    ),
+    ("listening_events", "played_at", "yesterday", "played_at: not an ISO 8601", None),
+    ("listening_events", "played_at", "2026-11-05T10:00:00", "played_at: not an ISO 8601", None),
+    ("listening_events", "played_at", "2026-11-05T12:00:01Z", "played_at: in the future", NOON),
+    ("listening_events", "ms_played", -1, "ms_played: must be >= 0", None),
+    ("listening_events", "ms_played", 800_001, "ms_played: more than 4 x track_duration_ms", None),
+    ("listening_events", "ms_played", "3000000000", "ms_played: not a valid int32", None),
+    ("listening_events", "track_duration_ms", 0, "track_duration_ms: must be > 0", None),
+    ("listening_events", "skipped", "maybe", "skipped: not a valid bool", None),
+    ("listening_events", "context_type", "telepathy", "context_type: not one of", None),
+    ("listening_events", "device_type", "toaster", "device_type: not one of", None),
+    ("listening_events", "shared", None, "shared: missing value", None),
+    ("listening_events", "liked", "2", "liked: not a valid bool", None),
+    ("subscription_events", "event_id", None, "event_id: missing value", None),
+    ("subscription_events", "user_id", 0, "user_id: must be > 0", None),
+    (
+        "subscription_events",
+        "event_at",
+        "2026-11-07T01:00:00Z",
+        "event_at: outside the folder",
+        None,
+    ),
+    ("subscription_events", "event_type", "refund", "event_type: not one of", None),
+    ("subscription_events", "plan", "platinum", "plan: not one of", None),
+    ("subscription_events", "amount", "-1.00", "amount: must be >= 0", None),
+    ("subscription_events", "amount", "1.234", "amount: not a valid decimal", None),
+    ("subscription_events", "amount", "NaN", "amount: not a valid decimal", None),
+    ("subscription_events", "currency", "eur", "currency: does not match", None),
+    ("subscription_events", "currency", "EURO", "currency: does not match", None),
+    ("subscription_events", "auto_renew", "sometimes", "auto_renew: not a valid bool", None),
+    ("users", "user_id", -1, "user_id: must be > 0", None),
+    ("users", "signup_date", "2026-11-06", "signup_date: after the folder's day", None),
+    ("users", "signup_date", "2026-13-01", "signup_date: not a valid date", None),
+    ("users", "country", "SWE", "country: does not match", None),
+    ("users", "birth_year", 1850, "birth_year: outside 1900", None),
+    ("users", "birth_year", DAY.year - 3, "birth_year: outside 1900", None),
+    ("users", "acquisition_channel", "tv_ads", "acquisition_channel: not one of", None),
+    ("tracks", "track_id", None, "track_id: missing value", None),
+    ("tracks", "artist_id", " ", "artist_id: empty string", None),
+    ("tracks", "release_date", "soon", "release_date: not a valid date", None),
+    ("tracks", "duration_ms", 0, "duration_ms: must be > 0", None),
+    ("tracks", "explicit", "perhaps", "explicit: not a valid bool", None),
+    ("tracks", "preview_path", "/etc/passwd", "preview_path: not a relative path", None),
+    ("tracks", "preview_path", "audio/../../x.wav", "preview_path: not a relative path", None),
+    ("tracks", "preview_path", "clips/x.wav", "preview_path: not a relative path", None),
+]
+
+
+def _good_rows(dataset: str, day: date) -> list[dict]:
+    return {
+        "users": [good_user(i, day) for i in (1, 2, 3)],
+        "tracks": [good_track(t, day) for t in ("t1", "t2")],
+        "listening_events": [good_play(f"ok{i}", 1 + i % 3, "t1", day, i) for i in range(5)],
+        "subscription_events": [good_sub("s-ok", 1, day)],
+    }[dataset]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "column", "value", "reason", "day"),
+    RULE_CASES,
+    ids=[f"{c[0]}.{c[1]}={c[2]!r}" for c in RULE_CASES],
+)
+def test_every_contract_rule_quarantines_the_row(
+    warehouse_dsn, landing_root, dataset, column, value, reason, day
+) -> None:
+    now = day if isinstance(day, datetime) else None
+    day = DAY if now or day is None else day
+    rows = {name: _good_rows(name, day) for name in contract.DATASETS_BY_NAME}
+    bad = dict(rows[dataset][0])
+    key = contract.dataset(dataset).key
+    if key != column:
+        bad[key] = 99 if dataset == "users" else "bad-1"
+    bad[column] = value
+    rows[dataset].append(bad)
+    write_day(
+        landing_root,
+        day,
+        users=rows["users"],
+        tracks=rows["tracks"],
+        plays=rows["listening_events"],
+        subs=rows["subscription_events"],
+    )
+    result = ingest.ingest_day(day, now=now)
+
+    q = quarantined(warehouse_dsn, dataset)
+    assert len(q) == 1, q
+    _, source_file, source_row, reasons, payload = q[0]
+    assert any(reason in r for r in reasons), reasons
+    assert source_row == len(rows[dataset])  # the last data row of the file
+    assert source_file == f"{dataset}/dt={day}/part-000.csv"
+    assert payload[column] == (None if value is None else str(value))  # as delivered
+    res = result.datasets[dataset]
+    assert (res.rows_read, res.rows_accepted, res.rows_quarantined) == (
+        len(rows[dataset]),
+        len(rows[dataset]) - 1,
+        1,
+    )
+
+
+def test_every_rule_of_the_contract_has_a_case() -> None:
+    covered = {(c[0], c[3].split(":")[0]) for c in RULE_CASES}
+    for ds in contract.DATASETS:
+        for col in ds.columns:
+            if (
+                col.kind is not contract.Kind.STRING
+                or col.non_empty
+                or col.allowed
+                or col.pattern
+                or col.relative_path
+            ):
+                if col.name == "gender" or (
+                    col.kind is contract.Kind.STRING and col.nullable and not col.relative_path
+                ):
+                    continue
+                assert (ds.name, col.name) in covered, f"no bad-row case for {ds.name}.{col.name}"
+
+
+def test_row_breaking_several_rules_lists_every_reason(warehouse_dsn, landing_root) -> None:
+    bad = good_play("multi")
+    bad.update(user_id=-1, context_type="x", device_type="y", ms_played=10_000_000)
+    write_day(landing_root, plays=[good_play("a"), bad])
+    ingest.ingest_day(DAY)
+    [(_, _, _, reasons, _)] = quarantined(warehouse_dsn)
+    assert len(reasons) == 4
+    assert {r.split(":")[0] for r in reasons} == {
+        "user_id",
+        "context_type",
+        "device_type",
+        "ms_played",
+    }
+
+
+def test_cross_rule_free_plan_must_cost_nothing(warehouse_dsn, landing_root) -> None:
+    free_paid = good_sub("s2")
+    free_paid.update(plan="free", amount="4.99")
+    free_ok = good_sub("s3")
+    free_ok.update(plan="free", amount="0")
+    write_day(landing_root, subs=[free_paid, free_ok])
+    ingest.ingest_day(DAY)
+    [(_, _, _, reasons, _)] = quarantined(warehouse_dsn)
+    assert reasons == ["amount: must be 0 for the free plan"]
+    assert scalar(warehouse_dsn, "SELECT count(*) FROM raw.subscription_events") == 1
+
+
+# --------------------------------------------------------------------------- nothing lost
+
+
+def test_rows_read_equals_accepted_plus_quarantined_per_file(warehouse_dsn, landing_root) -> None:
+    plays = [good_play(f"e{i}", 1, "t1", DAY, i % 24) for i in range(30)]
+    plays[3]["user_id"] = "x"
+    plays[7] = dict(plays[6])  # duplicate delivery
+    write_day(landing_root, plays=plays)
+    second = folder(landing_root, "listening_events") / "part-001.parquet"
+    write_parquet(
+        second,
+        "listening_events",
+        [good_play(f"p{i}", 2, "t2", DAY, 3) for i in range(5)] + [plays[0]],
+    )
+    ingest.ingest_day(DAY)
+    with warehouse.connect(warehouse_dsn) as conn:
+        log_rows = conn.execute(
+            "SELECT source_file, rows_read, rows_accepted, rows_quarantined FROM raw.ingest_log"
+            " WHERE dataset = 'listening_events' ORDER BY 1"
+        ).fetchall()
+        raw_by_file = dict(
+            conn.execute(
+                "SELECT source_file, count(*) FROM raw.listening_events GROUP BY 1"
+            ).fetchall()
+        )
+        q_by_file = dict(
+            conn.execute(
+                "SELECT source_file, count(*) FROM quarantine.rejected_rows GROUP BY 1"
+            ).fetchall()
+        )
+    assert [r[0] for r in log_rows] == [
+        "listening_events/dt=2026-11-05/part-000.csv",
+        "listening_events/dt=2026-11-05/part-001.parquet",
+    ]
+    for source_file, read, accepted, rejected in log_rows:
+        assert read == accepted + rejected
+        assert raw_by_file.get(source_file, 0) == accepted
+        assert q_by_file.get(source_file, 0) == rejected
+    assert log_rows[0][1:] == (30, 28, 2)
+    assert log_rows[1][1:] == (6, 5, 1)  # its copy of e0 came after the CSV's: duplicate
+
+
+def test_duplicates_keep_the_first_delivery_and_quarantine_the_rest(
+    warehouse_dsn, landing_root
+) -> None:
+    first = good_play("dup", 1, "t1", DAY, 1)
+    again = dict(first)
+    write_day(landing_root, plays=[first, good_play("other"), again, again])
+    ingest.ingest_day(DAY)
+    with warehouse.connect(warehouse_dsn) as conn:
+        kept = conn.execute(
+            "SELECT source_row FROM raw.listening_events WHERE event_id = 'dup'"
+        ).fetchall()
+    assert kept == [(1,)]
+    q = quarantined(warehouse_dsn)
+    assert [r[2] for r in q] == [3, 4]
+    assert all(r[3] == [contract.DUPLICATE_REASON] for r in q)
+
+
+def test_event_already_accepted_on_another_day_is_quarantined(warehouse_dsn, landing_root) -> None:
+    day2 = DAY + timedelta(days=1)
+    write_day(landing_root, DAY, plays=[good_play("e1", day=DAY), good_play("e2", day=DAY)])
+    write_day(landing_root, day2, plays=[good_play("e1", day=day2), good_play("e3", day=day2)])
+    ingest.ingest_day(DAY)
+    ingest.ingest_day(day2)
+    q = quarantined(warehouse_dsn, "listening_events")
+    assert len(q) == 1 and q[0][4]["event_id"] == "e1"
+    assert "on another day" in q[0][3][0]
+    assert scalar(warehouse_dsn, "SELECT count(*) FROM raw.listening_events") == 3
+
+
+def test_unknown_users_and_tracks_are_kept_and_flagged(warehouse_dsn, landing_root) -> None:
+    plays = [good_play("k1", 1, "t1"), good_play("u1", 404, "t1"), good_play("u2", 1, "nope")]
+    write_day(landing_root, plays=plays, subs=[good_sub("s1", 405)])
+    ingest.ingest_day(DAY)
+    with warehouse.connect(warehouse_dsn) as conn:
+        flags = dict(
+            (r[0], r[1:])
+            for r in conn.execute(
+                "SELECT event_id, unknown_user, unknown_track FROM raw.listening_events"
+            )
+        )
+        sub_flag = conn.execute("SELECT unknown_user FROM raw.subscription_events").fetchone()
+    assert flags == {"k1": (False, False), "u1": (True, False), "u2": (False, True)}
+    assert sub_flag == (True,)
+    assert quarantined(warehouse_dsn) == []
+
+
+def test_users_known_only_from_a_later_day_count_as_unknown(warehouse_dsn, landing_root) -> None:
+    """The flag depends on deliveries up to the day, not on the order days were ingested."""
+    day2 = DAY + timedelta(days=1)
+    write_day(landing_root, DAY, users=[good_user(1)], plays=[good_play("a", 7, "t1", DAY)])
+    write_day(landing_root, day2, users=[good_user(7, day2)], plays=[good_play("b", 7, "t1", day2)])
+    ingest.ingest_day(day2)
+    ingest.ingest_day(DAY)
+    with warehouse.connect(warehouse_dsn) as conn:
+        flags = dict(conn.execute("SELECT event_id, unknown_user FROM raw.listening_events"))
+    assert flags == {"a": True, "b": False}
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+def test_reingest_leaves_identical_checksums(warehouse_dsn, landing_root) -> None:
+    plays = [good_play(f"e{i}", 1 + i % 3, "t1", DAY, i % 24) for i in range(40)]
+    plays[5]["device_type"] = "fridge"
+    plays.append(dict(plays[2]))
+    write_day(landing_root, plays=plays)
+    write_day(landing_root, DAY + timedelta(days=1), fmt="parquet")
+    ingest.ingest_day(DAY)
+    ingest.ingest_day(DAY + timedelta(days=1))
+    first = checksums(warehouse_dsn)
+    ingest.ingest_day(DAY)
+    ingest.ingest_day(DAY + timedelta(days=1))
+    assert checksums(warehouse_dsn) == first
+    assert first["raw.listening_events"][0] == 39 + 20
+    assert first["quarantine.rejected_rows"][0] == 2
+    assert scalar(warehouse_dsn, "SELECT count(*) FROM raw.ingest_runs") == 4
+
+
+def test_redelivered_day_replaces_the_old_one(warehouse_dsn, landing_root) -> None:
+    write_day(
+        landing_root,
+        plays=[good_play(f"old{i}") for i in range(10)],
+        users=[good_user(1), good_user(2)],
+    )
+    ingest.ingest_day(DAY)
+    # upstream corrects the day: other plays, user 2 withdrawn, user 1 changed
+    changed = good_user(1)
+    changed["country"] = "NO"
+    write_day(landing_root, plays=[good_play(f"new{i}") for i in range(4)], users=[changed])
+    ingest.ingest_day(DAY)
+    with warehouse.connect(warehouse_dsn) as conn:
+        events = sorted(r[0] for r in conn.execute("SELECT event_id FROM raw.listening_events"))
+        users = conn.execute("SELECT user_id, country FROM raw.users ORDER BY 1").fetchall()
+        partitions = conn.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'raw.listening_events'::regclass"
+        ).fetchone()[0]
+        leftovers = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE '\\_stage\\_%'"
+        ).fetchone()[0]
+    assert events == [f"new{i}" for i in range(4)]
+    assert users == [(1, "NO")]
+    assert partitions == 1
+    assert leftovers == 0
+
+
+def test_latest_delivery_of_a_dimension_wins_and_withdrawal_restores(
+    warehouse_dsn, landing_root
+) -> None:
+    day2 = DAY + timedelta(days=1)
+    moved = good_user(1, day2)
+    moved["country"] = "DE"
+    write_day(landing_root, DAY, users=[good_user(1)])
+    write_day(landing_root, day2, users=[moved])
+    ingest.ingest_day(DAY)
+    ingest.ingest_day(day2)
+    row = "SELECT country, first_delivered, last_delivered FROM raw.users WHERE user_id = 1"
+    assert scalar(warehouse_dsn, "SELECT count(*) FROM raw.user_versions") == 2
+    with warehouse.connect(warehouse_dsn) as conn:
+        assert conn.execute(row).fetchone() == ("DE", DAY, day2)
+    write_day(landing_root, day2, users=[])
+    ingest.ingest_day(day2)
+    with warehouse.connect(warehouse_dsn) as conn:
+        assert conn.execute(row).fetchone() == ("SE", DAY, DAY)
+
+
+def test_duplicate_dimension_keys_keep_the_last_row(warehouse_dsn, landing_root) -> None:
+    a, b = good_user(1), good_user(1)
+    b["country"] = "FI"
+    write_day(landing_root, users=[a, b])
+    ingest.ingest_day(DAY)
+    assert scalar(warehouse_dsn, "SELECT country FROM raw.users WHERE user_id = 1") == "FI"
+    [(_, _, row, reasons, _)] = quarantined(warehouse_dsn, "users")
+    assert row == 1 and "duplicate key" in reasons[0]
+
+
+def test_small_batches_give_the_same_result(warehouse_dsn, landing_root) -> None:
+    plays = [good_play(f"e{i}", 1 + i % 3, "t1", DAY, i % 24) for i in range(3500)]
+    plays[2600] = dict(plays[10])  # duplicate in a later batch
+    write_day(landing_root, plays=plays)
+    ingest.ingest_day(DAY, chunk_rows=1000)
+    small = checksums(warehouse_dsn)
+    ingest.ingest_day(DAY, chunk_rows=100_000)
+    assert checksums(warehouse_dsn) == small
+    assert small["raw.listening_events"][0] == 3499
+    rows = [r[2] for r in quarantined(warehouse_dsn)]
+    assert rows == [2601]
+
+
+def test_parquet_days_and_naive_parquet_timestamps(warehouse_dsn, landing_root) -> None:
+    write_day(landing_root, fmt="parquet")
+    path = folder(landing_root, "listening_events") / "part-000.parquet"
+    table = pq.read_table(path)
+    idx = table.schema.get_field_index("played_at")
+    naive = table.column("played_at").cast(pa.timestamp("ms"))
+    pq.write_table(table.set_column(idx, "played_at", naive), path)
+    result = ingest.ingest_day(DAY)
+    assert result.datasets["listening_events"].rows_accepted == 20
+    assert scalar(
+        warehouse_dsn, "SELECT min(played_at) = '2026-11-05 00:00+00' FROM raw.listening_events"
+    )
+
+
+def test_unknown_extra_columns_are_ignored_with_a_warning(
+    warehouse_dsn, landing_root, caplog
+) -> None:
+    write_day(landing_root)
+    cols = [*contract.LISTENING_EVENTS.column_names, "mood"]
+    write_csv(
+        folder(landing_root, "listening_events") / "part-000.csv",
+        "listening_events",
+        [dict(good_play("x1"), mood="happy")],
+        columns=cols,
+    )
+    with caplog.at_level(logging.WARNING, logger="ml_tasks.ingest"):
+        result = ingest.ingest_day(DAY)
+    assert result.datasets["listening_events"].rows_accepted == 1
+    assert "ignoring unknown column(s) mood" in caplog.text
+
+
+# --------------------------------------------------------------------------- refused days
+
+
+def _garbage_parquet(path: Path) -> None:
+    path.with_suffix(".csv").unlink()
+    path.write_bytes(b"this is not parquet at all")
+
+
+def _truncated_parquet(path: Path) -> None:
+    csv_path = path.with_suffix(".csv")
+    write_parquet(path, "listening_events", [good_play(f"t{i}") for i in range(50)])
+    csv_path.unlink()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _latin1_csv(path: Path) -> None:
+    csv_path = path.with_suffix(".csv")
+    text = csv_path.read_text().replace("playlist", "playlist")
+    csv_path.write_bytes(
+        text.encode()
+        + "\nsø,1,t1,2026-11-05T01:00:00Z,1,2,false,playlist,mobile,false,false\n".encode("latin-1")
+    )
+
+
+def _missing_column(path: Path) -> None:
+    csv_path = path.with_suffix(".csv")
+    cols = [c for c in contract.LISTENING_EVENTS.column_names if c != "liked"]
+    write_csv(csv_path, "listening_events", [good_play("m1")], columns=cols)
+
+
+def _other_file_type(path: Path) -> None:
+    (path.parent / "extra.json").write_text("{}")
+
+
+def _empty_csv(path: Path) -> None:
+    path.with_suffix(".csv").write_bytes(b"")
+
+
+UNREADABLE = [
+    (_garbage_parquet, "part-000.parquet", "not a readable Parquet file"),
+    (_truncated_parquet, "part-000.parquet", "Parquet"),
+    (_latin1_csv, "part-000.csv", "not valid UTF-8"),
+    (_missing_column, "part-000.csv", "missing required column(s) liked"),
+    (_other_file_type, "extra.json", "not a .parquet or .csv file"),
+    (_empty_csv, "part-000.csv", "empty file"),
+]
+
+
+@pytest.mark.parametrize(
+    ("breaker", "filename", "problem"),
+    UNREADABLE,
+    ids=[u[0].__name__.strip("_") for u in UNREADABLE],
+)
+def test_unreadable_file_refuses_the_day_and_changes_nothing(
+    warehouse_dsn, landing_root, breaker, filename, problem
+) -> None:
+    write_day(landing_root, plays=[good_play(f"v1-{i}") for i in range(8)])
+    ingest.ingest_day(DAY)
+    before = checksums(warehouse_dsn)
+    write_day(landing_root, plays=[good_play(f"v2-{i}") for i in range(5)], users=[good_user(9)])
+    breaker(folder(landing_root, "listening_events") / "part-000.parquet")
+    with pytest.raises(ingest.UnreadableFile) as info:
+        ingest.ingest_day(DAY)
+    message = str(info.value)
+    assert filename in message
+    assert problem in message
+    assert checksums(warehouse_dsn) == before
+
+
+def test_failure_during_commit_leaves_the_old_day(warehouse_dsn, landing_root, monkeypatch) -> None:
+    write_day(landing_root, plays=[good_play(f"v1-{i}") for i in range(8)])
+    ingest.ingest_day(DAY)
+    before = checksums(warehouse_dsn)
+    write_day(
+        landing_root, plays=[good_play(f"v2-{i}") for i in range(5)], subs=[good_sub("s9", 2)]
+    )
+    real_swap = warehouse.swap_day_partition
+
+    def swap_then_die(conn, parent, stage, day):
+        real_swap(conn, parent, stage, day)
+        if parent == "raw.subscription_events":
+            raise RuntimeError("killed mid-commit")
+
+    monkeypatch.setattr(warehouse, "swap_day_partition", swap_then_die)
+    with pytest.raises(RuntimeError, match="killed mid-commit"):
+        ingest.ingest_day(DAY)
+    assert checksums(warehouse_dsn) == before
+    monkeypatch.setattr(warehouse, "swap_day_partition", real_swap)
+    ingest.ingest_day(DAY)
+    assert scalar(warehouse_dsn, "SELECT count(*) FROM raw.listening_events") == 5
+
+
+def test_missing_success_marker_names_the_folders(warehouse_dsn, landing_root) -> None:
+    write_day(landing_root)
+    (folder(landing_root, "tracks") / contract.SUCCESS_MARKER).unlink()
+    (folder(landing_root, "users") / contract.SUCCESS_MARKER).unlink()
+    with pytest.raises(ingest.LandingIncomplete) as info:
+        ingest.ingest_day(DAY)
+    assert "tracks/dt=2026-11-05" in str(info.value)
+    assert "users/dt=2026-11-05" in str(info.value)
+    assert "listening_events" not in str(info.value)
+
+
+def _encore(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "encore"
+    return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_ingests_and_fails_with_one_line(warehouse_dsn, landing_root) -> None:
+    write_day(landing_root)
+    env = dict(os.environ)
+    ok = _encore("ingest", "--date", DAY.isoformat(), env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert '"rows_accepted": 26' in ok.stdout
+    missing = _encore("ingest", "--date", "2026-11-09", env=env)
+    assert missing.returncode == 1
+    lines = [line for line in missing.stderr.splitlines() if line.startswith("encore")]
+    assert len(lines) == 1 and "not complete" in lines[0] and "dt=2026-11-09" in lines[0]
+    bad_date = _encore("ingest", "--date", "11/09/2026", env=env)
+    assert bad_date.returncode == 2 and "not a date" in bad_date.stderr

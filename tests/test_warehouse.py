@@ -1,0 +1,105 @@
+"""Migrations, embedded default and self-documentation of the warehouse."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ml_tasks import warehouse
+from ml_tasks.settings import get_settings
+
+MIGRATIONS = get_settings().migrations_dir
+
+
+def test_migrations_apply_once_and_twice_is_a_no_op(empty_db: str) -> None:
+    with warehouse.connect(empty_db, autocommit=True) as conn:
+        first = warehouse.migrate(conn)
+        second = warehouse.migrate(conn)
+        recorded = conn.execute(
+            "SELECT version, name FROM ml.schema_migrations ORDER BY version"
+        ).fetchall()
+    files = sorted(MIGRATIONS.glob("*.sql"))
+    assert [m.path.name for m in first] == [f.name for f in files]
+    assert second == []
+    assert [f"{v:04d}_{n}.sql" for v, n in recorded] == [f.name for f in files]
+
+
+def test_edited_migration_is_refused(empty_db: str, tmp_path: Path) -> None:
+    copy = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, copy)
+    with warehouse.connect(empty_db, autocommit=True) as conn:
+        warehouse.migrate(conn, copy)
+        first = sorted(copy.glob("*.sql"))[0]
+        first.write_text(first.read_text() + "\n-- edited\n")
+        with pytest.raises(warehouse.MigrationError, match="edited after it was applied"):
+            warehouse.migrate(conn, copy)
+
+
+def test_failed_migration_is_rolled_back_and_named(empty_db: str, tmp_path: Path) -> None:
+    copy = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, copy)
+    n = len(list(copy.glob("*.sql"))) + 1
+    (copy / f"{n:04d}_broken.sql").write_text(
+        "CREATE TABLE raw.half_done (x int);\nSELECT no_such_function();\n"
+    )
+    with warehouse.connect(empty_db, autocommit=True) as conn:
+        with pytest.raises(warehouse.MigrationError, match=f"{n:04d}_broken.sql"):
+            warehouse.migrate(conn, copy)
+        assert conn.execute("SELECT to_regclass('raw.half_done')").fetchone()[0] is None
+        assert conn.execute("SELECT max(version) FROM ml.schema_migrations").fetchone()[0] == n - 1
+
+
+def test_migration_numbering_gaps_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "0001_a.sql").write_text("SELECT 1;")
+    (tmp_path / "0003_c.sql").write_text("SELECT 1;")
+    with pytest.raises(warehouse.MigrationError, match="without gaps"):
+        warehouse.discover_migrations(tmp_path)
+
+
+def test_every_table_and_column_is_commented(warehouse_dsn: str) -> None:
+    with warehouse.connect(warehouse_dsn) as conn:
+        missing = conn.execute(
+            """
+            SELECT c.table_schema || '.' || c.table_name || '.' || c.column_name
+            FROM information_schema.columns c
+            JOIN pg_class k ON k.relname = c.table_name
+            JOIN pg_namespace n ON n.oid = k.relnamespace AND n.nspname = c.table_schema
+            WHERE c.table_schema IN ('raw','quarantine','features','ml','scores','monitoring',
+                                     'analytics')
+              AND NOT k.relispartition
+              AND col_description(k.oid, c.ordinal_position) IS NULL
+            UNION ALL
+            SELECT n.nspname || '.' || k.relname
+            FROM pg_class k JOIN pg_namespace n ON n.oid = k.relnamespace
+            WHERE n.nspname IN ('raw','quarantine','features','ml','scores','monitoring',
+                                'analytics')
+              AND k.relkind IN ('r','p','v','m') AND NOT k.relispartition
+              AND obj_description(k.oid, 'pg_class') IS NULL
+            """
+        ).fetchall()
+    assert missing == []
+
+
+def test_connection_failure_is_one_clear_error() -> None:
+    with pytest.raises(warehouse.WarehouseError, match="cannot connect to the warehouse"):
+        warehouse.connect("postgresql://postgres@127.0.0.1:1/nope")
+
+
+def test_redact_hides_passwords() -> None:
+    assert warehouse.redact("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    assert "secret" not in warehouse.redact("host=h password=secret dbname=d")
+
+
+def test_table_checksum_sees_changes(warehouse_dsn: str) -> None:
+    with warehouse.connect(warehouse_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE raw.t (a int, b text)")
+        conn.execute("COMMENT ON TABLE raw.t IS 'scratch'")
+        conn.execute("INSERT INTO raw.t VALUES (1, 'x'), (2, 'y')")
+        before = warehouse.table_checksum(conn, "raw.t")
+        conn.execute("UPDATE raw.t SET b = 'z' WHERE a = 2")
+        after = warehouse.table_checksum(conn, "raw.t")
+        conn.execute("DROP TABLE raw.t")
+    assert before[0] == after[0] == 2
+    assert before[1] != after[1]
