@@ -86,4 +86,6 @@ with DAG(
             "rows_accepted": ingested["rows_accepted"],
         }
 
-    wait_for_landing >> validate(ingest())
+    ingested = ingest()
+    wait_for_landing >> ingested
+    validate(ingested)

@@ -1,0 +1,55 @@
+# Encore: `make demo` to see it work, `make test` to prove it. `make help` lists the rest.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export GX_ANALYTICS_ENABLED := False
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint fmt bench airflow warehouse-stop clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (Python 3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -r requirements.txt
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP) ## build .venv from the pinned requirements (quick when nothing changed)
+
+demo: $(STAMP) ## simulate a small world and run the DAGs over it through Airflow
+	$(BIN)/python scripts/demo.py
+
+test: $(STAMP) ## run the test suite against a real PostgreSQL
+	$(BIN)/pytest -q
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: $(STAMP) ## ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP) ## benchmarks: ingest vs a bare COPY, peak memory vs day size
+	$(BIN)/python bench/ingest_bench.py
+
+airflow: $(STAMP) ## Airflow standalone (UI on :8080) over the project's DAGs
+	$(BIN)/airflow db migrate >/dev/null
+	$(BIN)/airflow standalone
+
+warehouse-stop: $(STAMP) ## stop the embedded PostgreSQL
+	$(BIN)/encore warehouse stop
+
+clean: ## remove local state (embedded warehouse, Airflow home, demo data)
+	-$(BIN)/encore warehouse stop 2>/dev/null
+	rm -rf var .pytest_cache .ruff_cache
