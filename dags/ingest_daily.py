@@ -22,6 +22,7 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Asset, Param, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
+
 from encore_airflow.common import DEFAULT_ARGS, START_DATE, Tag, run_day
 from encore_airflow.sensors import LandingDaySensor
 
@@ -53,8 +54,8 @@ with DAG(
     def ingest() -> dict:
         """Ingest the run's day (see ml_tasks.ingest.ingest_day)."""
         from airflow.sdk.exceptions import AirflowFailException
-        from encore_airflow.hooks import WarehouseHook
 
+        from encore_airflow.hooks import WarehouseHook
         from ml_tasks.ingest import IngestError, ingest_day
 
         context = get_current_context()
@@ -70,6 +71,7 @@ with DAG(
     def validate(ingested: dict) -> dict:
         """Run the contract's GX suites on the day; fail with a readable summary."""
         from airflow.sdk.exceptions import AirflowFailException
+
         from encore_airflow.hooks import WarehouseHook
         from ml_tasks.validation import ValidationFailed, validate_day
 

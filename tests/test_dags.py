@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pendulum
 import pytest
-from landing import DAY, folder, good_play, write_day
 
+from landing import DAY, folder, good_play, write_day
 from ml_tasks import contract, warehouse
 
 pytestmark = pytest.mark.airflow
@@ -150,6 +150,7 @@ def test_ingest_daily_runs_a_day_with_dag_test(
 
 def test_sensor_times_out_naming_the_missing_folders(airflow_db, landing_root) -> None:
     from airflow.sdk.exceptions import AirflowSensorTimeout
+
     from encore_airflow.sensors import LandingDaySensor
 
     write_day(landing_root)

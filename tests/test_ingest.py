@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from landing import (
     DAY,
     folder,
@@ -23,7 +24,6 @@ from landing import (
     write_day,
     write_parquet,
 )
-
 from ml_tasks import contract, ingest, warehouse
 
 DATA_TABLES = (
