@@ -75,6 +75,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         seed=args.seed,
         bad_rate=args.bad_rate,
         truth_out=Path(args.truth_out) if args.truth_out else None,
+        bot_share=args.bot_share,
+        preview_share=args.preview_share,
     )
     _print(summary.to_dict())
 
@@ -202,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of contract-breaking rows per dataset-day",
     )
     p.add_argument("--truth-out", help="ground-truth folder (default OUT_truth beside OUT)")
+    p.add_argument("--bot-share", type=float, default=0.003,
+                   help="share of accounts that are stream-farming bots")
+    p.add_argument("--preview-share", type=float, default=0.5,
+                   help="share of tracks with a preview clip (wav)")
 
     p = add("ingest", cmd_ingest, "ingest landing day(s) into raw.* atomically")
     add_days(p)

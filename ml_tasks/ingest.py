@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -472,6 +473,48 @@ def _payloads(batch: pa.Table, rows: np.ndarray) -> list[str]:
     ]
 
 
+class _CopyPipe:
+    """Runs a day's COPYs on a worker thread while the caller reads and checks the next batch.
+
+    pyarrow and psycopg release the GIL, so the two overlap on two cores. Jobs run in
+    submission order on the loader's connection; the bounded queue holds at most ``depth``
+    batches. A worker failure is raised at the next submit or at close.
+    """
+
+    def __init__(self, depth: int = 2):
+        import queue
+        import threading
+
+        self.jobs: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="encore-copy", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            if self.error is not None:
+                continue  # drain after a failure
+            try:
+                job()
+            except BaseException as exc:  # re-raised in the caller's thread
+                self.error = exc
+
+    def submit(self, job) -> None:
+        if self.error is not None:
+            raise self.error
+        self.jobs.put(job)
+
+    def close(self) -> None:
+        """Wait for every job; raise the first failure."""
+        self.jobs.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 class _DayLoader:
     """Loads one landing day into staging tables on one connection."""
 
@@ -550,6 +593,19 @@ class _DayLoader:
         )
         stage = _stage_name(ds, self.day)
         qstage = _quarantine_stage(self.day)
+        # The file name is the same for every row: a column default instead of CSV bytes.
+        set_default = sql.SQL("ALTER TABLE {} ALTER COLUMN source_file SET DEFAULT {}").format(
+            warehouse.qualified(stage), sql.Literal(rel)
+        )
+        pipe = _CopyPipe()
+        pipe.submit(lambda: self.conn.execute(set_default))
+        try:
+            self._load_batches(ds, path, rel, stage, qstage, stats, pipe)
+        finally:
+            pipe.close()
+        return stats
+
+    def _load_batches(self, ds, path, rel, stage, qstage, stats, pipe) -> None:
         row_base = 0
         for batch in iter_batches(path, ds, self.chunk_rows):
             checked = check_batch(ds, batch, self.day, self.now)
@@ -565,9 +621,8 @@ class _DayLoader:
                     0, "dt", pa.array(np.full(accepted.num_rows, self.day), pa.date32())
                 )
                 self.day_keys[ds.name].append(accepted.column(ds.key).combine_chunks())
-            accepted = accepted.append_column("source_file", pa.array([rel] * accepted.num_rows))
             accepted = accepted.append_column("source_row", pa.array(rows[keep]))
-            warehouse.copy_arrow(self.conn, stage, accepted)
+            pipe.submit(lambda t=accepted: warehouse.copy_arrow(self.conn, stage, t))
             if len(checked.rejected_rows):
                 k = len(checked.rejected_rows)
                 rejected = pa.table(
@@ -580,10 +635,9 @@ class _DayLoader:
                         "payload": pa.array(_payloads(batch, checked.rejected_rows)),
                     }
                 )
-                warehouse.copy_arrow(self.conn, qstage, rejected)
+                pipe.submit(lambda t=rejected: warehouse.copy_arrow(self.conn, qstage, t))
             stats.rows_read += n
             row_base += n
-        return stats
 
     def settle_duplicates(self, ds: Dataset) -> None:
         """Quarantine repeated keys: events keep the first delivery, dimensions the last."""
@@ -593,6 +647,9 @@ class _DayLoader:
         payload_cols = sql.SQL(", ").join(
             sql.SQL("{0}, d.{1}").format(sql.Literal(c), sql.Identifier(c)) for c in ds.column_names
         )
+        # Events group on the indexed int8 hash of the id (fast), then rank on the id itself
+        # (exact); dimensions are small and group on their key.
+        group = sql.Identifier("event_key" if ds.is_event else ds.key)
         if ds.is_event:
             order = sql.SQL("source_file, source_row")
             reason = contract.DUPLICATE_REASON
@@ -603,11 +660,11 @@ class _DayLoader:
             sql.SQL(
                 """
                 WITH dup_keys AS (
-                    SELECT {key} FROM {stage} GROUP BY {key} HAVING count(*) > 1
+                    SELECT {group} FROM {stage} GROUP BY {group} HAVING count(*) > 1
                 ), ranked AS (
                     SELECT s.ctid AS tid,
                            row_number() OVER (PARTITION BY s.{key} ORDER BY {order}) AS rn
-                    FROM {stage} s JOIN dup_keys USING ({key})
+                    FROM {stage} s JOIN dup_keys USING ({group})
                 ), d AS (
                     DELETE FROM {stage} s USING ranked r
                     WHERE s.ctid = r.tid AND r.rn > 1
@@ -620,6 +677,7 @@ class _DayLoader:
                 """
             ).format(
                 key=key,
+                group=group,
                 stage=stage,
                 order=order,
                 qstage=qstage,
@@ -630,7 +688,8 @@ class _DayLoader:
             )
         )
         if ds.is_event:
-            # Already accepted on another day: the first day to accept an id keeps it.
+            # Already accepted on another day: the first day to accept an id keeps it. The
+            # two ranges (not NOT(in day)) let the planner prune the day being replaced.
             low, high = warehouse.day_bounds(self.day)
             self.conn.execute(
                 sql.SQL(
@@ -639,8 +698,8 @@ class _DayLoader:
                         DELETE FROM {stage} s
                         WHERE EXISTS (
                             SELECT 1 FROM {parent} r
-                            WHERE r.{key} = s.{key}
-                              AND NOT (r.{tcol} >= {low} AND r.{tcol} < {high})
+                            WHERE r.event_key = s.event_key AND r.{key} = s.{key}
+                              AND (r.{tcol} < {low} OR r.{tcol} >= {high})
                         )
                         RETURNING s.*
                     )
@@ -805,7 +864,7 @@ def ingest_day(
     settings = get_settings()
     root = Path(landing_root or settings.landing_root)
     chunk_rows = chunk_rows or settings.ingest_chunk_rows
-    run_id = run_id or f"cli-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    run_id = run_id or f"cli-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     started = time.perf_counter()
     started_at = datetime.now(UTC)
 
@@ -819,6 +878,9 @@ def ingest_day(
         warehouse.connect(target, autocommit=True) as conn,
         warehouse.session_lock(conn, f"encore.ingest.{day.isoformat()}"),
     ):
+        # Hash aggregates and index builds over a whole day stay in memory.
+        conn.execute("SET work_mem = '256MB'")
+        conn.execute("SET maintenance_work_mem = '512MB'")
         loader = _DayLoader(conn, day, root, chunk_rows, now or datetime.now(UTC))
         loader.create_stages()
         try:

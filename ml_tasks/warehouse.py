@@ -265,9 +265,10 @@ def copy_arrow(
     if data.num_rows == 0:
         return 0
     columns = list(columns or data.column_names)
+    data = _csv_friendly(data.select(columns))
     buf = io.BytesIO()
     pacsv.write_csv(
-        data.select(columns),
+        data,
         buf,
         write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"),
     )
@@ -280,6 +281,23 @@ def copy_arrow(
             copy.write(payload[start : start + _COPY_BLOCK_BYTES])
     del payload
     return data.num_rows
+
+
+def _csv_friendly(data):
+    """Render zone-aware timestamps as UTC text ourselves.
+
+    Arrow's CSV writer formats zone-aware timestamps about 25x slower than a cast of the
+    same values to naive text; the ``+00`` suffix keeps them unambiguous for PostgreSQL.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for i, field in enumerate(data.schema):
+        if pa.types.is_timestamp(field.type) and field.type.tz is not None:
+            naive = pc.cast(pc.cast(data.column(i), pa.timestamp(field.type.unit)), pa.string())
+            text = pc.binary_join_element_wise(naive, pa.scalar("+00"), "")
+            data = data.set_column(i, field.name, text)
+    return data
 
 
 def qualified(name: str) -> sql.Composed:
@@ -315,7 +333,8 @@ def create_day_stage(
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(stage)))
     conn.execute(
         sql.SQL(
-            "CREATE TABLE {stage} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS,"
+            "CREATE TABLE {stage} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS"
+            " INCLUDING GENERATED,"
             " CONSTRAINT {check} CHECK ({col} >= {low} AND {col} < {high}))"
         ).format(
             stage=qualified(stage),

@@ -16,9 +16,10 @@ CREATE TABLE raw.listening_events (
     unknown_user      boolean     NOT NULL,
     unknown_track     boolean     NOT NULL,
     source_file       text        NOT NULL,
-    source_row        integer     NOT NULL
+    source_row        integer     NOT NULL,
+    event_key         bigint      NOT NULL GENERATED ALWAYS AS (hashtextextended(event_id, 0)) STORED
 ) PARTITION BY RANGE (played_at);
-CREATE INDEX listening_events_event_id_idx ON raw.listening_events (event_id);
+CREATE INDEX listening_events_event_key_idx ON raw.listening_events (event_key);
 
 COMMENT ON TABLE raw.listening_events IS 'One row per accepted play (landing dataset listening_events), one partition per UTC day of played_at. event_id is unique across all days.';
 COMMENT ON COLUMN raw.listening_events.event_id IS 'Unique id of the play; repeats were quarantined as duplicate deliveries.';
@@ -36,6 +37,7 @@ COMMENT ON COLUMN raw.listening_events.unknown_user IS 'True when user_id had no
 COMMENT ON COLUMN raw.listening_events.unknown_track IS 'True when track_id had not been delivered in tracks on or before this day.';
 COMMENT ON COLUMN raw.listening_events.source_file IS 'Landing file the row came from, relative to the landing root.';
 COMMENT ON COLUMN raw.listening_events.source_row IS 'Row number in that file (1 = first data row).';
+COMMENT ON COLUMN raw.listening_events.event_key IS 'hashtextextended(event_id, 0): indexed; look an event up with event_key = hashtextextended(''id'', 0) AND event_id = ''id''.';
 
 CREATE TABLE raw.subscription_events (
     event_id      text          NOT NULL,
@@ -48,9 +50,10 @@ CREATE TABLE raw.subscription_events (
     auto_renew    boolean       NOT NULL,
     unknown_user  boolean       NOT NULL,
     source_file   text          NOT NULL,
-    source_row    integer       NOT NULL
+    source_row    integer       NOT NULL,
+    event_key     bigint        NOT NULL GENERATED ALWAYS AS (hashtextextended(event_id, 0)) STORED
 ) PARTITION BY RANGE (event_at);
-CREATE INDEX subscription_events_event_id_idx ON raw.subscription_events (event_id);
+CREATE INDEX subscription_events_event_key_idx ON raw.subscription_events (event_key);
 CREATE INDEX subscription_events_user_idx ON raw.subscription_events (user_id, event_at);
 
 COMMENT ON TABLE raw.subscription_events IS 'Accepted subscription lifecycle events, one partition per UTC day of event_at.';
@@ -65,3 +68,4 @@ COMMENT ON COLUMN raw.subscription_events.auto_renew IS 'Whether the plan renews
 COMMENT ON COLUMN raw.subscription_events.unknown_user IS 'True when user_id had not been delivered in users on or before this day.';
 COMMENT ON COLUMN raw.subscription_events.source_file IS 'Landing file the row came from, relative to the landing root.';
 COMMENT ON COLUMN raw.subscription_events.source_row IS 'Row number in that file (1 = first data row).';
+COMMENT ON COLUMN raw.subscription_events.event_key IS 'hashtextextended(event_id, 0), indexed for duplicate checks and lookups.';
