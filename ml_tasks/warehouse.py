@@ -377,6 +377,11 @@ def swap_day_partition(conn: psycopg.Connection, parent: str, stage: str, day: d
             qualified(parent), qualified(target), sql.Literal(low), sql.Literal(high)
         )
     )
+    conn.execute(
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(
+            qualified(target), sql.Literal(f"UTC day {day.isoformat()} of {parent}.")
+        )
+    )
 
 
 # --------------------------------------------------------------------------- inspection
