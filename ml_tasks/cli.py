@@ -204,10 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of contract-breaking rows per dataset-day",
     )
     p.add_argument("--truth-out", help="ground-truth folder (default OUT_truth beside OUT)")
-    p.add_argument("--bot-share", type=float, default=0.003,
-                   help="share of accounts that are stream-farming bots")
-    p.add_argument("--preview-share", type=float, default=0.5,
-                   help="share of tracks with a preview clip (wav)")
+    p.add_argument(
+        "--bot-share",
+        type=float,
+        default=0.003,
+        help="share of accounts that are stream-farming bots",
+    )
+    p.add_argument(
+        "--preview-share", type=float, default=0.5, help="share of tracks with a preview clip (wav)"
+    )
 
     p = add("ingest", cmd_ingest, "ingest landing day(s) into raw.* atomically")
     add_days(p)

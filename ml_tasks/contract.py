@@ -31,6 +31,9 @@ PLANS = ("free", "premium_individual", "premium_duo", "premium_family", "premium
 PAID_PLANS = tuple(p for p in PLANS if p != "free")
 ACQUISITION_CHANNELS = ("organic", "paid_social", "search_ads", "referral", "partner", "other")
 
+#: A preview path is relative, under ``audio/``, and never climbs out with ``..``.
+AUDIO_PATH_PATTERN = r"^audio/[^/\\]+(/[^/\\]+)*$"
+PARENT_DIR_PATTERN = r"(^|/)\.\.(/|$)"
 #: A listening event may last at most this many times the track's duration.
 MAX_PLAY_TO_DURATION_RATIO = 4
 #: Users are at least this many years old in the year of the folder's day.

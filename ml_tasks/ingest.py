@@ -50,8 +50,6 @@ ARROW_TYPES: dict[Kind, pa.DataType] = {
 _TRUE = ["true", "t", "1", "yes", "y"]
 _FALSE = ["false", "f", "0", "no", "n"]
 _OFFSET_RE = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
-_DOTDOT_RE = r"(^|/)\.\.(/|$)"
-_AUDIO_PATH_RE = r"^audio/[^/\\]+(/[^/\\]+)*$"
 
 
 class IngestError(RuntimeError):
@@ -362,8 +360,8 @@ def _column_masks(
             )
         )
     if col.relative_path:
-        under_audio = pc.match_substring_regex(arr, _AUDIO_PATH_RE)
-        dotdot = pc.match_substring_regex(arr, _DOTDOT_RE)
+        under_audio = pc.match_substring_regex(arr, contract.AUDIO_PATH_PATTERN)
+        dotdot = pc.match_substring_regex(arr, contract.PARENT_DIR_PATTERN)
         masks.append((msgs["path"], _mask(pc.or_(pc.invert(under_audio), dotdot))))
     return masks
 

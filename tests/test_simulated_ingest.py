@@ -18,15 +18,25 @@ DAYS = 4
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("sim") / "landing"
-    summary = simulate_world(out, users=400, tracks=120, start=START, days=DAYS, seed=11,
-                             bad_rate=0.03, preview_share=0.2, bot_share=0.01)
+    summary = simulate_world(
+        out,
+        users=400,
+        tracks=120,
+        start=START,
+        days=DAYS,
+        seed=11,
+        bad_rate=0.03,
+        preview_share=0.2,
+        bot_share=0.01,
+    )
     return out, Path(summary.truth_out)
 
 
 def test_every_injected_bad_row_is_quarantined_and_nothing_else(world, warehouse_dsn) -> None:
     landing, truth = world
-    results = [ingest.ingest_day(START + timedelta(days=i), landing_root=landing)
-               for i in range(DAYS)]
+    results = [
+        ingest.ingest_day(START + timedelta(days=i), landing_root=landing) for i in range(DAYS)
+    ]
     bad = pd.read_parquet(truth / "bad_rows.parquet")
     with warehouse.connect(warehouse_dsn) as conn:
         quarantined = pd.DataFrame(
@@ -35,11 +45,18 @@ def test_every_injected_bad_row_is_quarantined_and_nothing_else(world, warehouse
             ).fetchall(),
             columns=["dataset", "file", "row_number", "reasons"],
         )
-        log = pd.DataFrame(conn.execute(
-            "SELECT source_file, rows_read, rows_accepted, rows_quarantined FROM raw.ingest_log"
-        ).fetchall(), columns=["file", "read", "accepted", "quarantined"])
-        unknown = {r[0] for r in conn.execute(
-            "SELECT event_id FROM raw.listening_events WHERE unknown_user OR unknown_track")}
+        log = pd.DataFrame(
+            conn.execute(
+                "SELECT source_file, rows_read, rows_accepted, rows_quarantined FROM raw.ingest_log"
+            ).fetchall(),
+            columns=["file", "read", "accepted", "quarantined"],
+        )
+        unknown = {
+            r[0]
+            for r in conn.execute(
+                "SELECT event_id FROM raw.listening_events WHERE unknown_user OR unknown_track"
+            )
+        }
     expected = set(zip(bad["file"], bad["row_number"], strict=True))
     found = set(zip(quarantined["file"], quarantined["row_number"], strict=True))
     assert found == expected, (

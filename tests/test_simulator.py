@@ -60,8 +60,15 @@ PARQUET_TYPES = {
 
 def _simulate(root: Path, **kw):
     args = {
-        "users": 400, "tracks": 250, "start": START, "days": 6, "seed": 7,
-        "bad_rate": 0.02, "bot_share": 0.02, "clip_seconds": 0.5, "sample_rate": 8000,
+        "users": 400,
+        "tracks": 250,
+        "start": START,
+        "days": 6,
+        "seed": 7,
+        "bad_rate": 0.02,
+        "bot_share": 0.02,
+        "clip_seconds": 0.5,
+        "sample_rate": 8000,
     }
     args.update(kw)
     out = root / "landing"
@@ -78,15 +85,29 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bad_world(tmp_path_factory):
     """Many bad rows, so every kind shows up."""
-    return _simulate(tmp_path_factory.mktemp("bad"), users=1000, tracks=2000, bad_rate=0.25,
-                     preview_share=0.0, seed=3)
+    return _simulate(
+        tmp_path_factory.mktemp("bad"),
+        users=1000,
+        tracks=2000,
+        bad_rate=0.25,
+        preview_share=0.0,
+        seed=3,
+    )
 
 
 @pytest.fixture(scope="module")
 def long_world(tmp_path_factory):
     """Long enough (40 days) for the contract's 30-day dormancy rule to be observable."""
-    return _simulate(tmp_path_factory.mktemp("long"), users=300, tracks=200, days=40,
-                     bot_share=0.0, preview_share=0.0, seed=5, bad_rate=0.0)
+    return _simulate(
+        tmp_path_factory.mktemp("long"),
+        users=300,
+        tracks=200,
+        days=40,
+        bot_share=0.0,
+        preview_share=0.0,
+        seed=5,
+        bad_rate=0.0,
+    )
 
 
 # ----------------------------------------------------------------- reading
@@ -220,14 +241,20 @@ def test_csv_cells_are_formatted_per_contract(world):
 
 
 def test_csv_quoting_round_trips():
-    text = pa.table({"a": ["plain", 'say "hi"', "x,y", "line\nbreak", None],
-                     "b": ["1", "2", "3", "4", "5"]})
+    text = pa.table(
+        {"a": ["plain", 'say "hi"', "x,y", "line\nbreak", None], "b": ["1", "2", "3", "4", "5"]}
+    )
     raw = csv_bytes(text).decode("utf-8")
     assert raw.splitlines()[0] == "a,b"
     assert raw.splitlines()[1] == "plain,1"  # no needless quotes
     rows = list(csv.reader(io.StringIO(raw, newline="")))
-    assert rows[1:] == [["plain", "1"], ['say "hi"', "2"], ["x,y", "3"], ["line\nbreak", "4"],
-                        ["", "5"]]
+    assert rows[1:] == [
+        ["plain", "1"],
+        ['say "hi"', "2"],
+        ["x,y", "3"],
+        ["line\nbreak", "4"],
+        ["", "5"],
+    ]
 
 
 def test_good_rows_follow_contract_rules(world):
@@ -324,8 +351,11 @@ def test_every_bad_kind_appears_and_breaks_its_rule(bad_world):
     assert cells("unknown_context_type", "context_type").eq("podcast").all()
     assert cells("user_id_not_integer", "user_id").eq("abc").all()
     assert cells("skipped_not_boolean", "skipped").eq("maybe").all()
-    assert cells("played_at_without_offset", "played_at").str.fullmatch(
-        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}").all()
+    assert (
+        cells("played_at_without_offset", "played_at")
+        .str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}")
+        .all()
+    )
     outside = got[got.kind == "played_at_outside_day"]
     assert (pd.to_datetime(outside.played_at, utc=True).dt.date != outside._dt).all()
     over = got[(got.kind == "ms_played_over_duration")]
@@ -335,8 +365,11 @@ def test_every_bad_kind_appears_and_breaks_its_rule(bad_world):
     assert bad[bad.kind.isin(csv_only)].file.str.endswith(".csv").all()
     users = _load(out, USERS)
     ub = bad[(bad.dataset == USERS.name) & (bad.kind == "country_invalid")]
-    assert set(users.set_index(["_file", "_row"]).loc[
-        list(zip(ub.file, ub.row_number, strict=True)), "country"]) == {"XYZ"}
+    assert set(
+        users.set_index(["_file", "_row"]).loc[
+            list(zip(ub.file, ub.row_number, strict=True)), "country"
+        ]
+    ) == {"XYZ"}
 
 
 def test_unknown_references_are_flagged_not_bad(world):
@@ -367,14 +400,18 @@ def test_bots_stream_around_the_clock_near_30s(world):
     assert b.ms_played.between(30_000, 34_500).all()
     assert not b.skipped.astype(bool).any() and not b.liked.astype(bool).any()
     assert not b.shared.astype(bool).any()
-    per_day = b.groupby(["user_id", "_dt"]).agg(n=("hour", "size"), hours=("hour", "nunique"),
-                                               tracks=("track_id", "nunique")).reset_index()
+    per_day = (
+        b.groupby(["user_id", "_dt"])
+        .agg(n=("hour", "size"), hours=("hour", "nunique"), tracks=("track_id", "nunique"))
+        .reset_index()
+    )
     signup = _good(out, truth, USERS).drop_duplicates("user_id").set_index("user_id").signup_date
     full = per_day[per_day.user_id.map(signup) < per_day._dt]  # whole days after sign-up
     assert (full.n >= 300).all() and (full.n <= 800).all()
     assert len(full) > 0 and (full.hours >= 20).all() and (full.tracks <= 5).all()
-    main_device = b.groupby("user_id").device_type.agg(lambda s: s.value_counts(normalize=True)
-                                                        .iloc[0])
+    main_device = b.groupby("user_id").device_type.agg(
+        lambda s: s.value_counts(normalize=True).iloc[0]
+    )
     assert (main_device > 0.85).all()
     humans = le[~le.user_id.isin(bots)].groupby(["user_id", "_dt"]).size()
     assert humans.median() < 60
@@ -410,8 +447,17 @@ def test_churn_truth_matches_landing(long_world):
 def test_user_daily_truth_and_hazard_signal(long_world):
     _, out, truth = long_world
     ud = pd.read_parquet(truth / "user_daily.parquet")
-    assert list(ud.columns) == ["user_id", "date", "hazard", "engagement", "plan", "is_paying",
-                                "is_bot", "dormant", "plays"]
+    assert list(ud.columns) == [
+        "user_id",
+        "date",
+        "hazard",
+        "engagement",
+        "plan",
+        "is_paying",
+        "is_bot",
+        "dormant",
+        "plays",
+    ]
     assert ud.hazard.between(0, 1).all() and ud.plan.isin(PLANS).all()
     assert (ud.is_paying == (ud.plan != "free")).all()
     assert not ud.duplicated(["user_id", "date"]).any()
@@ -428,8 +474,11 @@ def test_track_genres_truth_and_audio(world):
     tg = pd.read_parquet(truth / "track_genres.parquet")
     assert len(tg) == summary.tracks and tg.genre.isin(GENRES).all()
     assert 0.6 < tg.labelled.mean() < 0.9
-    tracks = _good(out, truth, TRACKS).drop_duplicates("track_id").merge(tg, on="track_id",
-                                                                          suffixes=("", "_true"))
+    tracks = (
+        _good(out, truth, TRACKS)
+        .drop_duplicates("track_id")
+        .merge(tg, on="track_id", suffixes=("", "_true"))
+    )
     assert len(tracks) == summary.tracks
     assert (tracks.genre.isna() == ~tracks.labelled).all()
     known = tracks[tracks.labelled]
@@ -447,8 +496,7 @@ def test_track_genres_truth_and_audio(world):
 def test_truth_folder_is_separate_and_complete(world):
     summary, out, truth = world
     assert truth.is_dir() and not truth.is_relative_to(out)
-    for name in ("user_daily", "churn_events", "bots", "track_genres", "bad_rows",
-                 "unknown_refs"):
+    for name in ("user_daily", "churn_events", "bots", "track_genres", "bad_rows", "unknown_refs"):
         assert (truth / f"{name}.parquet").is_file()
     assert (truth / "summary.json").is_file()
     d = summary.to_dict()
@@ -458,13 +506,20 @@ def test_truth_folder_is_separate_and_complete(world):
 def _digest(out: Path) -> dict[str, str]:
     return {
         p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(out.rglob("*")) if p.is_file()
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
     }
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
-    kw = {"users": 120, "tracks": 60, "days": 3, "bad_rate": 0.05, "clip_seconds": 0.25,
-          "sample_rate": 8000}
+    kw = {
+        "users": 120,
+        "tracks": 60,
+        "days": 3,
+        "bad_rate": 0.05,
+        "clip_seconds": 0.25,
+        "sample_rate": 8000,
+    }
     a = _digest(_simulate(tmp_path / "a", seed=11, **kw)[1])
     b = _digest(_simulate(tmp_path / "b", seed=11, **kw)[1])
     c = _digest(_simulate(tmp_path / "c", seed=12, **kw)[1])
@@ -475,8 +530,14 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
 
 
 def test_rerun_into_same_folder_replaces_files(tmp_path):
-    kw = {"users": 80, "tracks": 40, "days": 2, "seed": 1, "clip_seconds": 0.25,
-          "sample_rate": 8000}
+    kw = {
+        "users": 80,
+        "tracks": 40,
+        "days": 2,
+        "seed": 1,
+        "clip_seconds": 0.25,
+        "sample_rate": 8000,
+    }
     first = _digest(_simulate(tmp_path, **kw)[1])
     second = _digest(_simulate(tmp_path, **kw)[1])
     assert first == second
@@ -484,8 +545,9 @@ def test_rerun_into_same_folder_replaces_files(tmp_path):
 
 def test_large_days_are_split_into_several_files(tmp_path, monkeypatch):
     monkeypatch.setattr(sim_core, "MAX_ROWS_PER_FILE", 2000)
-    summary, out, truth = _simulate(tmp_path, users=300, tracks=100, days=2, preview_share=0.0,
-                                    bad_rate=0.05)
+    summary, out, truth = _simulate(
+        tmp_path, users=300, tracks=100, days=2, preview_share=0.0, bad_rate=0.05
+    )
     for day in _days(summary):
         parts = sorted((out / LISTENING_EVENTS.name / f"dt={day}").glob("part-*"))
         assert len(parts) >= 2 and parts[1].name.startswith("part-001")
@@ -523,17 +585,27 @@ def test_bad_arguments_are_refused(tmp_path, kw, message):
 
 def test_truth_inside_landing_is_refused(tmp_path):
     with pytest.raises(ValueError, match="truth_out"):
-        simulate_world(tmp_path / "landing", users=10, tracks=10, start=START, days=1, seed=1,
-                       truth_out=tmp_path / "landing" / "truth")
+        simulate_world(
+            tmp_path / "landing",
+            users=10,
+            tracks=10,
+            start=START,
+            days=1,
+            seed=1,
+            truth_out=tmp_path / "landing" / "truth",
+        )
 
 
 def test_throughput_is_reported(tmp_path):
     """Prints events/s of a ~150k-event world (a report, not a timing assertion)."""
     t0 = time.perf_counter()
-    summary, _, _ = _simulate(tmp_path, users=1500, tracks=500, days=8, preview_share=0.0,
-                              bad_rate=0.002, bot_share=0.01)
+    summary, _, _ = _simulate(
+        tmp_path, users=1500, tracks=500, days=8, preview_share=0.0, bad_rate=0.002, bot_share=0.01
+    )
     elapsed = time.perf_counter() - t0
     events = summary.rows[LISTENING_EVENTS.name]
-    print(f"\nsimulator throughput: {events} listening events in {elapsed:.2f} s "
-          f"= {events / elapsed:,.0f} events/s; timings {summary.timings}")
+    print(
+        f"\nsimulator throughput: {events} listening events in {elapsed:.2f} s "
+        f"= {events / elapsed:,.0f} events/s; timings {summary.timings}"
+    )
     assert events > 50_000

@@ -41,23 +41,96 @@ class GenreSound:
 
 _SAW = tuple(1.0 / h for h in range(1, 7))
 SOUNDS: dict[str, GenreSound] = {
-    "rock": GenreSound(120, 52, (0, 3, 5, 7, 10, 12), _SAW[:6], 2, 0.005, 0.25, 4.0, 0.03,
-                       0.6, 0.5, 0.2, 0.3),
-    "pop": GenreSound(116, 62, (0, 2, 4, 5, 7, 9, 11, 12), (1.0, 0.5, 0.25), 2, 0.01, 0.3,
-                      0.0, 0.004, 0.5, 0.3, 0.15, 0.2, second_voice=4),
-    "hiphop": GenreSound(88, 45, (0, 3, 5, 7, 8, 10), (1.0, 0.3), 1, 0.01, 0.35, 0.0, 0.005,
-                         1.0, 0.45, 0.3, 0.8, swing=0.12),
-    "electronic": GenreSound(128, 57, (0, 3, 7, 10, 12, 15), _SAW[:6], 4, 0.002, 0.08, 1.5, 0.01,
-                             0.9, 0.1, 0.45, 0.6),
-    "jazz": GenreSound(140, 55, (0, 2, 3, 5, 7, 9, 10), (1.0, 0.2, 0.1), 2, 0.02, 0.4, 0.0,
-                       0.01, 0.15, 0.1, 0.25, 0.4, swing=0.33, second_voice=10),
-    "classical": GenreSound(70, 67, (0, 2, 4, 5, 7, 9, 11, 12), (1.0, 0.4, 0.3, 0.2), 1, 0.12,
-                            1.2, 0.0, 0.001, 0.0, 0.0, 0.0, 0.0, vibrato=0.006,
-                            second_voice=7),
-    "country": GenreSound(104, 55, (0, 2, 4, 7, 9, 12), (1.0, 0.6, 0.4, 0.3, 0.2), 2, 0.002,
-                          0.12, 0.0, 0.005, 0.4, 0.35, 0.1, 0.3),
-    "metal": GenreSound(175, 40, (0, 1, 3, 5, 7, 8), _SAW[:6], 4, 0.002, 0.1, 10.0, 0.08,
-                        1.0, 0.6, 0.3, 0.5),
+    "rock": GenreSound(
+        120, 52, (0, 3, 5, 7, 10, 12), _SAW[:6], 2, 0.005, 0.25, 4.0, 0.03, 0.6, 0.5, 0.2, 0.3
+    ),
+    "pop": GenreSound(
+        116,
+        62,
+        (0, 2, 4, 5, 7, 9, 11, 12),
+        (1.0, 0.5, 0.25),
+        2,
+        0.01,
+        0.3,
+        0.0,
+        0.004,
+        0.5,
+        0.3,
+        0.15,
+        0.2,
+        second_voice=4,
+    ),
+    "hiphop": GenreSound(
+        88,
+        45,
+        (0, 3, 5, 7, 8, 10),
+        (1.0, 0.3),
+        1,
+        0.01,
+        0.35,
+        0.0,
+        0.005,
+        1.0,
+        0.45,
+        0.3,
+        0.8,
+        swing=0.12,
+    ),
+    "electronic": GenreSound(
+        128, 57, (0, 3, 7, 10, 12, 15), _SAW[:6], 4, 0.002, 0.08, 1.5, 0.01, 0.9, 0.1, 0.45, 0.6
+    ),
+    "jazz": GenreSound(
+        140,
+        55,
+        (0, 2, 3, 5, 7, 9, 10),
+        (1.0, 0.2, 0.1),
+        2,
+        0.02,
+        0.4,
+        0.0,
+        0.01,
+        0.15,
+        0.1,
+        0.25,
+        0.4,
+        swing=0.33,
+        second_voice=10,
+    ),
+    "classical": GenreSound(
+        70,
+        67,
+        (0, 2, 4, 5, 7, 9, 11, 12),
+        (1.0, 0.4, 0.3, 0.2),
+        1,
+        0.12,
+        1.2,
+        0.0,
+        0.001,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        vibrato=0.006,
+        second_voice=7,
+    ),
+    "country": GenreSound(
+        104,
+        55,
+        (0, 2, 4, 7, 9, 12),
+        (1.0, 0.6, 0.4, 0.3, 0.2),
+        2,
+        0.002,
+        0.12,
+        0.0,
+        0.005,
+        0.4,
+        0.35,
+        0.1,
+        0.3,
+    ),
+    "metal": GenreSound(
+        175, 40, (0, 1, 3, 5, 7, 8), _SAW[:6], 4, 0.002, 0.1, 10.0, 0.08, 1.0, 0.6, 0.3, 0.5
+    ),
 }
 if tuple(SOUNDS) != GENRES:  # pragma: no cover - keeps the two lists in step
     raise RuntimeError("SOUNDS must describe every genre, in GENRES order")
@@ -138,8 +211,7 @@ def synthesize(
         step = beat // (2 if s.notes_per_beat >= 4 and s.distortion > 5 else 1)
         tk = tb[: min(beat, sr // 4)]
         sweep = f32(2 * np.pi) * (f32(50) + f32(120) * np.exp(-tk * f32(40))) * tk
-        _add_hits(mix, f32(s.kick) * np.sin(sweep) * np.exp(-tk * f32(25)),
-                  np.arange(0, n, step))
+        _add_hits(mix, f32(s.kick) * np.sin(sweep) * np.exp(-tk * f32(25)), np.arange(0, n, step))
     if s.snare:
         ts = tb[: min(beat, sr // 4)]
         burst = (rng.random(len(ts), dtype=f32) - f32(0.5)) * f32(3.4)
@@ -149,8 +221,9 @@ def synthesize(
         half = beat // 2
         th = tb[: max(1, min(half, sr // 16))]
         hiss = np.diff(rng.random(len(th) + 1, dtype=f32)) * f32(2.4)  # high-passed noise
-        _add_hits(mix, f32(s.hat * 0.5) * hiss * np.exp(-th * f32(90)),
-                  np.arange(half // 2, n, half))
+        _add_hits(
+            mix, f32(s.hat * 0.5) * hiss * np.exp(-th * f32(90)), np.arange(half // 2, n, half)
+        )
     mix += f32(s.noise * 4.0) * noise
     if s.distortion:
         mix = np.tanh(f32(s.distortion) * mix) / f32(np.tanh(s.distortion))

@@ -148,13 +148,30 @@ KINDS: dict[str, tuple[BadKind, ...]] = {
         BadKind("track_duration_zero", _set("track_duration_ms", 0)),
         BadKind("unknown_context_type", _set("context_type", "podcast")),
         BadKind("unknown_device_type", _set("device_type", "smart_fridge")),
-        BadKind("missing_value", _missing((
-            "user_id", "track_id", "played_at", "ms_played", "track_duration_ms", "skipped",
-            "context_type", "device_type", "shared", "liked",
-        ))),
+        BadKind(
+            "missing_value",
+            _missing(
+                (
+                    "user_id",
+                    "track_id",
+                    "played_at",
+                    "ms_played",
+                    "track_duration_ms",
+                    "skipped",
+                    "context_type",
+                    "device_type",
+                    "shared",
+                    "liked",
+                )
+            ),
+        ),
         BadKind("duplicate_event_id_within_day", fresh_key=False),
-        BadKind("duplicate_event_id_across_days", _previous_event_id, fresh_key=False,
-                needs_previous=True),
+        BadKind(
+            "duplicate_event_id_across_days",
+            _previous_event_id,
+            fresh_key=False,
+            needs_previous=True,
+        ),
         BadKind("user_id_not_integer", text=_set("user_id", "abc")),
         BadKind("skipped_not_boolean", text=_set("skipped", "maybe")),
         BadKind("played_at_unparseable", text=_set("played_at", "not-a-time")),
@@ -168,9 +185,20 @@ KINDS: dict[str, tuple[BadKind, ...]] = {
         BadKind("unknown_event_type", _set("event_type", "pause")),
         BadKind("user_id_nonpositive", _nonpositive("user_id")),
         BadKind("event_at_outside_day", _shift_day("event_at")),
-        BadKind("missing_value", _missing((
-            "user_id", "event_at", "event_type", "plan", "amount", "currency", "auto_renew",
-        ))),
+        BadKind(
+            "missing_value",
+            _missing(
+                (
+                    "user_id",
+                    "event_at",
+                    "event_type",
+                    "plan",
+                    "amount",
+                    "currency",
+                    "auto_renew",
+                )
+            ),
+        ),
         BadKind("amount_not_number", text=_set("amount", "ten")),
         BadKind("event_at_unparseable", text=_set("event_at", "yesterday")),
     ),
@@ -191,9 +219,18 @@ KINDS: dict[str, tuple[BadKind, ...]] = {
         BadKind("preview_path_absolute", _set("preview_path", "/etc/passwd")),
         BadKind("preview_path_traversal", _set("preview_path", "audio/../../etc/passwd")),
         BadKind("empty_track_id", _set("track_id", "")),
-        BadKind("missing_value", _missing((
-            "title", "artist_id", "release_date", "duration_ms", "explicit",
-        ))),
+        BadKind(
+            "missing_value",
+            _missing(
+                (
+                    "title",
+                    "artist_id",
+                    "release_date",
+                    "duration_ms",
+                    "explicit",
+                )
+            ),
+        ),
         BadKind("duration_not_integer", text=_set("duration_ms", "3:45")),
     ),
 }

@@ -26,14 +26,62 @@ UNKNOWN_TRACK_BASE = 2**31 + 2**30
 BAD_TRACK_BASE = 2**31
 
 _WORDS_A = (
-    "Midnight", "Golden", "Broken", "Electric", "Silent", "Wild", "Neon", "Blue", "Lonely",
-    "Burning", "Velvet", "Crystal", "Summer", "Winter", "Distant", "Hollow", "Sweet", "Dark",
-    "Café", "Rainy", "Endless", "Paper", "Straße", "Fading", "Last", "Little", "Northern",
+    "Midnight",
+    "Golden",
+    "Broken",
+    "Electric",
+    "Silent",
+    "Wild",
+    "Neon",
+    "Blue",
+    "Lonely",
+    "Burning",
+    "Velvet",
+    "Crystal",
+    "Summer",
+    "Winter",
+    "Distant",
+    "Hollow",
+    "Sweet",
+    "Dark",
+    "Café",
+    "Rainy",
+    "Endless",
+    "Paper",
+    "Straße",
+    "Fading",
+    "Last",
+    "Little",
+    "Northern",
 )
 _WORDS_B = (
-    "Heart", "Road", "Dreams", "Lights", "River", "Fire", "Sky", "Nights", "Echoes", "Rain",
-    "City", "Waves", "Stars", "Shadows", "Highway", "Garden", "Memories", "Storm", "Ñandú",
-    "東京", "Love, Again", '"Live"', "Horizon", "Ghosts", "Sunrise", "Thunder", "Letters",
+    "Heart",
+    "Road",
+    "Dreams",
+    "Lights",
+    "River",
+    "Fire",
+    "Sky",
+    "Nights",
+    "Echoes",
+    "Rain",
+    "City",
+    "Waves",
+    "Stars",
+    "Shadows",
+    "Highway",
+    "Garden",
+    "Memories",
+    "Storm",
+    "Ñandú",
+    "東京",
+    "Love, Again",
+    '"Live"',
+    "Horizon",
+    "Ghosts",
+    "Sunrise",
+    "Thunder",
+    "Letters",
 )
 
 
@@ -121,9 +169,7 @@ def build_catalogue(
     in_window = rng.random(n) < new_share
     in_window[0] = False  # at least one track exists before the start
     recent = rng.random(n) < 0.5
-    old_day = np.where(
-        recent, -rng.integers(1, 731, n), -rng.integers(731, 25 * 365, n)
-    )
+    old_day = np.where(recent, -rng.integers(1, 731, n), -rng.integers(731, 25 * 365, n))
     release_day = np.where(in_window, rng.integers(0, max(days, 1), n), old_day).astype(np.int32)
 
     secs = _GENRE_SECONDS[genre] * rng.lognormal(0.0, 0.2, n)

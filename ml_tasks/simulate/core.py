@@ -125,8 +125,9 @@ class _Writer:
     def __init__(self, out: Path, truth: TruthRecorder) -> None:
         self.out = out
         self.truth = truth
-        self.rows: dict[str, int] = {d.name: 0 for d in (USERS, TRACKS, LISTENING_EVENTS,
-                                                          SUBSCRIPTION_EVENTS)}
+        self.rows: dict[str, int] = {
+            d.name: 0 for d in (USERS, TRACKS, LISTENING_EVENTS, SUBSCRIPTION_EVENTS)
+        }
         self.bad: dict[str, int] = dict.fromkeys(self.rows, 0)
         self.files = 0
         self.markers = 0
@@ -154,8 +155,12 @@ class _Writer:
         for p, name in enumerate(names):
             sel = np.flatnonzero(part_of == p)
             self.truth.add_bad(
-                ds.name, day, name, (inj.rows[sel] - starts[p]).tolist(),
-                [inj.keys[i] for i in sel], [inj.kinds[i] for i in sel],
+                ds.name,
+                day,
+                name,
+                (inj.rows[sel] - starts[p]).tolist(),
+                [inj.keys[i] for i in sel],
+                [inj.kinds[i] for i in sel],
             )
         return names
 
@@ -210,8 +215,11 @@ def simulate_world(
         )
 
     if out.is_dir() and any(out.iterdir()):
-        log.warning("%s already holds files: the day folders and clips of this run replace "
-                    "theirs, anything else there is left as it is", out)
+        log.warning(
+            "%s already holds files: the day folders and clips of this run replace "
+            "theirs, anything else there is left as it is",
+            out,
+        )
     t_begin = time.perf_counter()
     timings = dict.fromkeys(("world", "bad_rows", "write", "audio", "truth"), 0.0)
     streams = np.random.SeedSequence(seed).spawn(7)
@@ -246,8 +254,15 @@ def simulate_world(
     audio_files = 0
     unknown_refs = 0
     previous_ids: pa.Array | None = None
-    log.info("simulating %d users, %d tracks, %d days from %s (seed %d) into %s",
-             users, tracks, days, start, seed, out)
+    log.info(
+        "simulating %d users, %d tracks, %d days from %s (seed %d) into %s",
+        users,
+        tracks,
+        days,
+        start,
+        seed,
+        out,
+    )
 
     for t in range(days):
         tick = time.perf_counter()
@@ -259,9 +274,12 @@ def simulate_world(
         day = res.day
 
         delivered: dict[str, Injected] = {}
-        for ds, table in ((USERS, res.users), (TRACKS, res.tracks),
-                          (LISTENING_EVENTS, res.listening),
-                          (SUBSCRIPTION_EVENTS, res.subscription)):
+        for ds, table in (
+            (USERS, res.users),
+            (TRACKS, res.tracks),
+            (LISTENING_EVENTS, res.listening),
+            (SUBSCRIPTION_EVENTS, res.subscription),
+        ):
             prev = previous_ids if ds is LISTENING_EVENTS else None
             delivered[ds.name] = injector.inject(ds, table, day, fmt, prev)
         previous_ids = res.listening.column("event_id").combine_chunks()
@@ -272,8 +290,9 @@ def simulate_world(
         writer.mark(USERS, day)
         writer.deliver(TRACKS, day, fmt, delivered[TRACKS.name])
         tock = time.perf_counter()
-        audio_files += _write_audio(out, cat, res.track_idx, audio_entropy, clip_seconds,
-                                    sample_rate)
+        audio_files += _write_audio(
+            out, cat, res.track_idx, audio_entropy, clip_seconds, sample_rate
+        )
         tick = time.perf_counter()
         timings["audio"] += tick - tock
         writer.mark(TRACKS, day)
@@ -284,9 +303,15 @@ def simulate_world(
         writer.deliver(SUBSCRIPTION_EVENTS, day, fmt, delivered[SUBSCRIPTION_EVENTS.name])
         writer.mark(SUBSCRIPTION_EVENTS, day)
         timings["write"] += time.perf_counter() - tick
-        log.info("%s (%s): %d plays, %d subscription events, %d users, %d tracks rows",
-                 day, fmt, res.listening.num_rows, res.subscription.num_rows,
-                 res.users.num_rows, res.tracks.num_rows)
+        log.info(
+            "%s (%s): %d plays, %d subscription events, %d users, %d tracks rows",
+            day,
+            fmt,
+            res.listening.num_rows,
+            res.subscription.num_rows,
+            res.users.num_rows,
+            res.tracks.num_rows,
+        )
 
     tick = time.perf_counter()
     truth.write(truth_out)
@@ -311,14 +336,19 @@ def simulate_world(
     summary.elapsed_seconds = round(time.perf_counter() - t_begin, 3)
     summary.timings = {k: round(v, 3) for k, v in timings.items()}
     (truth_out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
-    log.info("wrote %d listening events (%d bad rows in all) in %.1f s to %s",
-             summary.rows[LISTENING_EVENTS.name], summary.total_bad_rows,
-             summary.elapsed_seconds, out)
+    log.info(
+        "wrote %d listening events (%d bad rows in all) in %.1f s to %s",
+        summary.rows[LISTENING_EVENTS.name],
+        summary.total_bad_rows,
+        summary.elapsed_seconds,
+        out,
+    )
     return summary
 
 
-def _write_audio(out: Path, cat: Catalogue, idx: np.ndarray, entropy: int, seconds: float,
-                 sample_rate: int) -> int:
+def _write_audio(
+    out: Path, cat: Catalogue, idx: np.ndarray, entropy: int, seconds: float, sample_rate: int
+) -> int:
     """Write the preview clips of the tracks delivered today; return how many."""
     with_clip = idx[cat.has_preview[idx]]
     ids = cat.track_id.take(pa.array(with_clip, type=pa.int64())).to_pylist()
@@ -329,8 +359,9 @@ def _write_audio(out: Path, cat: Catalogue, idx: np.ndarray, entropy: int, secon
     return len(with_clip)
 
 
-def _record_unknown(truth: TruthRecorder, day: dt.date, names: list[str],
-                    unknown: pa.Table, inj: Injected) -> int:
+def _record_unknown(
+    truth: TruthRecorder, day: dt.date, names: list[str], unknown: pa.Table, inj: Injected
+) -> int:
     """Record where the unknown-reference rows of a day ended up."""
     if unknown.num_rows == 0:
         return 0
@@ -342,6 +373,11 @@ def _record_unknown(truth: TruthRecorder, day: dt.date, names: list[str],
     kinds = unknown.column("kind").to_pylist()
     for p, name in enumerate(names):
         sel = np.flatnonzero(part_of == p)
-        truth.add_unknown(day, name, (rows[sel] - starts[p]).tolist(),
-                          [ids[i] for i in sel], [kinds[i] for i in sel])
+        truth.add_unknown(
+            day,
+            name,
+            (rows[sel] - starts[p]).tolist(),
+            [ids[i] for i in sel],
+            [kinds[i] for i in sel],
+        )
     return unknown.num_rows

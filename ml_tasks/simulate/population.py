@@ -156,18 +156,22 @@ def build_population(
     dev = rng.dirichlet(_DEVICE_ALPHA, size=n)
 
     kind = rng.random(n)
-    pref_hour = np.where(
-        kind < 0.55,
-        rng.normal(19.5, 2.5, n),
-        np.where(kind < 0.85, rng.normal(12.0, 3.0, n), rng.normal(1.5, 1.5, n)),
-    ) % 24.0
+    pref_hour = (
+        np.where(
+            kind < 0.55,
+            rng.normal(19.5, 2.5, n),
+            np.where(kind < 0.85, rng.normal(12.0, 3.0, n), rng.normal(1.5, 1.5, n)),
+        )
+        % 24.0
+    )
     skip_bias = rng.normal(0.0, 0.5, n)
     like_bias = rng.normal(0.0, 0.5, n)
     fail_prop = np.where(is_bot, 0.0, rng.beta(1.0, 24.0, n))
     p = rng.random(n)
     young = (birth_year > 0) & (start_year - birth_year <= 24)
     plan_pref = np.where(
-        young & (p < 0.6), STUDENT,
+        young & (p < 0.6),
+        STUDENT,
         np.where(p < 0.6, INDIVIDUAL, np.where(p < 0.8, DUO, FAMILY)),
     ).astype(np.int8)
 
@@ -230,4 +234,3 @@ def _dirichlet_rows(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray:
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
-

@@ -111,9 +111,7 @@ def csv_bytes(text: pa.Table) -> bytes:
     cols[-1] = pc.binary_join_element_wise(
         cols[-1], pa.scalar("\n"), "", null_handling="replace", null_replacement=""
     )
-    lines = pc.binary_join_element_wise(
-        *cols, ",", null_handling="replace", null_replacement=""
-    )
+    lines = pc.binary_join_element_wise(*cols, ",", null_handling="replace", null_replacement="")
     lines = pc.cast(lines, pa.large_string())
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
     offsets = offsets[lines.offset : lines.offset + len(lines) + 1]

@@ -19,21 +19,25 @@ from ml_tasks.simulate.world import DayResult
 #: The contract's dormancy window: no play in the 30 days starting at the churn day.
 DORMANCY_DAYS = 30
 
-BAD_ROWS_SCHEMA = pa.schema([
-    ("dataset", pa.string()),
-    ("dt", pa.date32()),
-    ("file", pa.string()),
-    ("row_number", pa.int64()),
-    ("row_key", pa.string()),
-    ("kind", pa.string()),
-])
-UNKNOWN_REFS_SCHEMA = pa.schema([
-    ("dt", pa.date32()),
-    ("file", pa.string()),
-    ("row_number", pa.int64()),
-    ("event_id", pa.string()),
-    ("kind", pa.string()),
-])
+BAD_ROWS_SCHEMA = pa.schema(
+    [
+        ("dataset", pa.string()),
+        ("dt", pa.date32()),
+        ("file", pa.string()),
+        ("row_number", pa.int64()),
+        ("row_key", pa.string()),
+        ("kind", pa.string()),
+    ]
+)
+UNKNOWN_REFS_SCHEMA = pa.schema(
+    [
+        ("dt", pa.date32()),
+        ("file", pa.string()),
+        ("row_number", pa.int64()),
+        ("event_id", pa.string()),
+        ("kind", pa.string()),
+    ]
+)
 
 
 def _dates(start: dt.date, offsets: np.ndarray) -> pa.Array:
@@ -67,8 +71,15 @@ class TruthRecorder:
         self.played[res.played, t] = True
         self.free_end[:, t] = res.free_at_end
 
-    def add_bad(self, dataset: str, day: dt.date, file: str, rows: list[int],
-                keys: list[str], kinds: list[str]) -> None:
+    def add_bad(
+        self,
+        dataset: str,
+        day: dt.date,
+        file: str,
+        rows: list[int],
+        keys: list[str],
+        kinds: list[str],
+    ) -> None:
         n = len(rows)
         self._bad["dataset"] += [dataset] * n
         self._bad["dt"] += [day] * n
@@ -77,8 +88,9 @@ class TruthRecorder:
         self._bad["row_key"] += list(keys)
         self._bad["kind"] += list(kinds)
 
-    def add_unknown(self, day: dt.date, file: str, rows: list[int], event_ids: list[str],
-                    kinds: list[str]) -> None:
+    def add_unknown(
+        self, day: dt.date, file: str, rows: list[int], event_ids: list[str], kinds: list[str]
+    ) -> None:
         n = len(rows)
         self._unknown["dt"] += [day] * n
         self._unknown["file"] += [file] * n
@@ -102,17 +114,19 @@ class TruthRecorder:
     def user_daily(self) -> pa.Table:
         cols = {k: np.concatenate([d[k] for d in self._daily]) for k in self._daily[0]}
         plan = cols["plan"].astype(np.int64)
-        return pa.table({
-            "user_id": pa.array(self.pop.user_id[cols["user_idx"]], type=pa.int64()),
-            "date": _dates(self.start, cols["day"]),
-            "hazard": pa.array(cols["hazard"], type=pa.float64()),
-            "engagement": pa.array(cols["engagement"], type=pa.float64()),
-            "plan": pa.array(PLANS).take(pa.array(plan)),
-            "is_paying": pa.array(plan != FREE),
-            "is_bot": pa.array(cols["is_bot"]),
-            "dormant": pa.array(cols["dormant"]),
-            "plays": pa.array(cols["plays"], type=pa.int32()),
-        })
+        return pa.table(
+            {
+                "user_id": pa.array(self.pop.user_id[cols["user_idx"]], type=pa.int64()),
+                "date": _dates(self.start, cols["day"]),
+                "hazard": pa.array(cols["hazard"], type=pa.float64()),
+                "engagement": pa.array(cols["engagement"], type=pa.float64()),
+                "plan": pa.array(PLANS).take(pa.array(plan)),
+                "is_paying": pa.array(plan != FREE),
+                "is_bot": pa.array(cols["is_bot"]),
+                "dormant": pa.array(cols["dormant"]),
+                "plays": pa.array(cols["plays"], type=pa.int32()),
+            }
+        )
 
     def observed_dormancy(self) -> tuple[np.ndarray, np.ndarray]:
         """(user index, day) of each dormancy churn per the contract, where observable.
@@ -153,15 +167,23 @@ class TruthRecorder:
             sources += ["latent"] * len(idx)
             details += ["latent_start"] * len(idx)
         u = np.concatenate(users).astype(np.int64)
-        table = pa.table({
-            "user_id": pa.array(self.pop.user_id[u], type=pa.int64()),
-            "churn_date": _dates(self.start, np.concatenate(days).astype(np.int64)),
-            "kind": pa.array(kinds, type=pa.string()),
-            "source": pa.array(sources, type=pa.string()),
-            "detail": pa.array(details, type=pa.string()),
-        })
-        return table.sort_by([("churn_date", "ascending"), ("user_id", "ascending"),
-                              ("kind", "ascending"), ("source", "ascending")])
+        table = pa.table(
+            {
+                "user_id": pa.array(self.pop.user_id[u], type=pa.int64()),
+                "churn_date": _dates(self.start, np.concatenate(days).astype(np.int64)),
+                "kind": pa.array(kinds, type=pa.string()),
+                "source": pa.array(sources, type=pa.string()),
+                "detail": pa.array(details, type=pa.string()),
+            }
+        )
+        return table.sort_by(
+            [
+                ("churn_date", "ascending"),
+                ("user_id", "ascending"),
+                ("kind", "ascending"),
+                ("source", "ascending"),
+            ]
+        )
 
     def bots(self) -> pa.Table:
         idx = np.flatnonzero(self.pop.is_bot)
@@ -169,13 +191,15 @@ class TruthRecorder:
 
     def track_genres(self) -> pa.Table:
         cat = self.cat
-        return pa.table({
-            "track_id": cat.track_id,
-            "genre": pa.array(GENRES).take(pa.array(cat.genre.astype(np.int64))),
-            "labelled": pa.array(cat.labelled),
-            "has_preview": pa.array(cat.has_preview),
-            "release_date": _dates(self.start, cat.release_day.astype(np.int64)),
-        })
+        return pa.table(
+            {
+                "track_id": cat.track_id,
+                "genre": pa.array(GENRES).take(pa.array(cat.genre.astype(np.int64))),
+                "labelled": pa.array(cat.labelled),
+                "has_preview": pa.array(cat.has_preview),
+                "release_date": _dates(self.start, cat.release_day.astype(np.int64)),
+            }
+        )
 
     def bad_rows(self) -> pa.Table:
         return pa.table(self._bad, schema=BAD_ROWS_SCHEMA)

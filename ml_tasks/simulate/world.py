@@ -39,8 +39,7 @@ from ml_tasks.simulate.tables import arrow_schema, decimal_from_cents, timestamp
 
 SIGNUP, RENEWAL, UPGRADE, DOWNGRADE, CANCEL, PAYMENT_FAILED, REACTIVATE = (
     SUBSCRIPTION_EVENT_TYPES.index(k)
-    for k in ("signup", "renewal", "upgrade", "downgrade", "cancel", "payment_failed",
-              "reactivate")
+    for k in ("signup", "renewal", "upgrade", "downgrade", "cancel", "payment_failed", "reactivate")
 )
 #: Share of plays that reference a user or track unknown to the landing data.
 UNKNOWN_REF_RATE = 0.0005
@@ -56,8 +55,9 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def paid_hazard(eng: np.ndarray, recent_fail: np.ndarray, tenure: np.ndarray,
-                plan: np.ndarray) -> np.ndarray:
+def paid_hazard(
+    eng: np.ndarray, recent_fail: np.ndarray, tenure: np.ndarray, plan: np.ndarray
+) -> np.ndarray:
     """Daily chance that a paying user cancels (voluntary churn)."""
     return _sigmoid(
         -6.6 - 1.2 * eng + 1.0 * recent_fail - 0.3 * np.log1p(tenure / 30.0) + _PLAN_HAZARD[plan]
@@ -172,9 +172,9 @@ class World:
         # free tier: latent dormancy with the dormancy hazard, or an upgrade
         free_ok = old & ~paying0 & ~dormant0 & ~bot & (ev < 0)
         dorm = free_ok & (rng.random(n) < h_free)
-        back = np.where(
-            rng.random(n) < 0.3, t + 30 + rng.geometric(1 / 30, n), NEVER
-        ).astype(np.int32)
+        back = np.where(rng.random(n) < 0.3, t + 30 + rng.geometric(1 / 30, n), NEVER).astype(
+            np.int32
+        )
         pop.dormant[dorm] = True
         pop.dormant_until[dorm] = back[dorm]
         p_up = _sigmoid(-7.0 + 1.2 * eng + 0.7 * pop.ever_paid)
@@ -207,11 +207,14 @@ class World:
         active = np.where(new, pool & (u < 0.85), active)
         earliest = np.where(new, pop.signup_ms + 60_000, 0)
         chooser = TrackChooser(self.cat, t)
-        plays = Plays.concat([
-            normal_plays(self.rng_plays, pop, self.cat, chooser, np.flatnonzero(active), eng,
-                         earliest),
-            bot_plays(self.rng_plays, pop, self.cat, np.flatnonzero(alive & bot), earliest),
-        ])
+        plays = Plays.concat(
+            [
+                normal_plays(
+                    self.rng_plays, pop, self.cat, chooser, np.flatnonzero(active), eng, earliest
+                ),
+                bot_plays(self.rng_plays, pop, self.cat, np.flatnonzero(alive & bot), earliest),
+            ]
+        )
         counts = np.bincount(plays.user, minlength=n)
         played = np.flatnonzero(counts > 0)
         pop.last_play[played] = t
@@ -219,13 +222,15 @@ class World:
         listening, unknown = self._listening_table(day, plays)
         subs = self._subscription_table(day, np.flatnonzero(ev >= 0), ev, ev_ms)
         users_idx = self._users_today(t, alive, new, old & ~bot)
-        users = pa.table(pop.users_columns(users_idx, day.toordinal() - t),
-                         schema=arrow_schema(USERS))
+        users = pa.table(
+            pop.users_columns(users_idx, day.toordinal() - t), schema=arrow_schema(USERS)
+        )
         track_idx = np.flatnonzero(
             self.cat.release_day <= 0 if t == 0 else self.cat.release_day == t
         )
-        tracks = pa.table(self.cat.table(track_idx, day.toordinal() - t),
-                          schema=arrow_schema(TRACKS))
+        tracks = pa.table(
+            self.cat.table(track_idx, day.toordinal() - t), schema=arrow_schema(TRACKS)
+        )
 
         live = np.flatnonzero(alive)
         user_daily = {
@@ -253,8 +258,9 @@ class World:
             free_at_end=pop.plan == FREE,
         )
 
-    def _users_today(self, t: int, alive: np.ndarray, new: np.ndarray,
-                     movable: np.ndarray) -> np.ndarray:
+    def _users_today(
+        self, t: int, alive: np.ndarray, new: np.ndarray, movable: np.ndarray
+    ) -> np.ndarray:
         """Users rows delivered on day t: sign-ups (all earlier accounts on day 0) and moves."""
         pop, rng = self.pop, self.rng_dynamics
         move = movable & (rng.random(pop.n) < 0.0004)
@@ -273,15 +279,20 @@ class World:
         src = rng.integers(0, max(n_clean, 1), m)
         unknown_user = rng.random(m) < 0.5
         extra = plays.select(src)
-        user_ids = np.concatenate([
-            pop.user_id[plays.user],
-            np.where(unknown_user, UNKNOWN_USER_BASE + rng.integers(0, 10**8, m),
-                     pop.user_id[extra.user]),
-        ])
+        user_ids = np.concatenate(
+            [
+                pop.user_id[plays.user],
+                np.where(
+                    unknown_user,
+                    UNKNOWN_USER_BASE + rng.integers(0, 10**8, m),
+                    pop.user_id[extra.user],
+                ),
+            ]
+        )
         unknown_tracks = cat.unknown_ids(rng, m)
-        track_code = np.concatenate([
-            plays.track, np.where(unknown_user, extra.track, cat.n + np.arange(m))
-        ])
+        track_code = np.concatenate(
+            [plays.track, np.where(unknown_user, extra.track, cat.n + np.arange(m))]
+        )
         allp = Plays.concat([plays, extra])
         order = np.argsort(allp.at_ms, kind="stable")
         total = len(order)
@@ -314,16 +325,21 @@ class World:
         pos = np.empty(total, dtype=np.int64)
         pos[order] = np.arange(total)
         extra_pos = pos[n_clean:]
-        unknown = pa.table({
-            "row": pa.array(extra_pos, type=pa.int64()),
-            "event_id": ids.take(pa.array(extra_pos, type=pa.int64())),
-            "kind": pa.array(np.where(unknown_user, "unknown_user", "unknown_track").tolist(),
-                             type=pa.string()),
-        })
+        unknown = pa.table(
+            {
+                "row": pa.array(extra_pos, type=pa.int64()),
+                "event_id": ids.take(pa.array(extra_pos, type=pa.int64())),
+                "kind": pa.array(
+                    np.where(unknown_user, "unknown_user", "unknown_track").tolist(),
+                    type=pa.string(),
+                ),
+            }
+        )
         return table, unknown
 
-    def _subscription_table(self, day: dt.date, who: np.ndarray, ev: np.ndarray,
-                            ev_ms: np.ndarray) -> pa.Table:
+    def _subscription_table(
+        self, day: dt.date, who: np.ndarray, ev: np.ndarray, ev_ms: np.ndarray
+    ) -> pa.Table:
         pop = self.pop
         order = np.lexsort((pop.user_id[who], ev_ms[who]))
         who = who[order]
@@ -346,4 +362,3 @@ class World:
             "auto_renew": pa.array(plan != FREE),
         }
         return pa.table(cols, schema=arrow_schema(SUBSCRIPTION_EVENTS))
-

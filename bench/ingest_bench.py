@@ -1,0 +1,279 @@
+"""Ingest benchmark: ``encore ingest`` beside a bare COPY of the same rows, and peak memory.
+
+What it measures, in one run on one machine:
+
+1. A simulated day of >= 2M listening events (Parquet day, then a CSV day with the first
+   day already loaded) through :func:`ml_tasks.ingest.ingest_day`: wall time and rows/s.
+2. The floor: the same accepted listening rows (their contract columns, pre-rendered as CSV
+   in memory) COPYed into an UNLOGGED table with no indexes; rows/s; the ratio ingest/floor.
+3. Peak RSS of the ingest process for two day sizes at the same chunk size, and for the large
+   day at a smaller chunk size: memory should follow the chunk, not the day.
+
+Usage: ``make bench`` or ``python bench/ingest_bench.py [--users N] [--small-users N]``.
+It creates (and drops) its own databases on ``WAREHOUSE_DSN``'s server, else the local
+server at 127.0.0.1:5432, else the embedded one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTRACT_COLUMNS = (
+    "event_id, user_id, track_id, played_at, ms_played, track_duration_ms, skipped,"
+    " context_type, device_type, shared, liked"
+)
+FLOOR_TABLE = """CREATE UNLOGGED TABLE public.copy_floor (
+    event_id text, user_id bigint, track_id text, played_at timestamptz, ms_played integer,
+    track_duration_ms integer, skipped boolean, context_type text, device_type text,
+    shared boolean, liked boolean)"""
+START = date(2026, 10, 1)
+
+
+def _admin_dsn() -> str:
+    from ml_tasks import warehouse
+    from ml_tasks.settings import get_settings
+
+    settings = get_settings()
+    if settings.warehouse_dsn:
+        return settings.warehouse_dsn
+    try:
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3):
+            return "postgresql://postgres@127.0.0.1:5432/postgres"
+    except psycopg.OperationalError:
+        return warehouse.embedded_dsn(settings, "postgres")
+
+
+def _with_db(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+class Database:
+    """A throwaway, migrated database for one measurement."""
+
+    def __init__(self, admin: str):
+        self.admin = admin
+        self.name = f"encore_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+        self.dsn = _with_db(admin, self.name)
+        from ml_tasks import warehouse
+
+        warehouse.ensure_migrated(self.dsn)
+
+    def drop(self) -> None:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
+            )
+
+
+def simulate(out: Path, users: int, days: int) -> dict:
+    from ml_tasks.simulate import simulate_world
+
+    began = time.perf_counter()
+    summary = simulate_world(
+        out,
+        users=users,
+        tracks=20_000,
+        start=START,
+        days=days,
+        seed=42,
+        bad_rate=0.002,
+        preview_share=0.0,
+        bot_share=0.003,
+    )
+    rows = summary.to_dict()["rows"]
+    return {"seconds": time.perf_counter() - began, "listening_events": rows["listening_events"]}
+
+
+def ingest_in_subprocess(dsn: str, landing: Path, day: date, chunk_rows: int) -> dict:
+    """Ingest one day in a child process; return its result, wall time and peak RSS."""
+    code = (
+        "import json, sys, time; from datetime import date; from pathlib import Path;"
+        "from ml_tasks.ingest import ingest_day;"
+        f"t = time.perf_counter(); r = ingest_day(date.fromisoformat({day.isoformat()!r}),"
+        f" dsn={dsn!r}, landing_root=Path({str(landing)!r}), chunk_rows={chunk_rows});"
+        "print(json.dumps({'wall': time.perf_counter() - t, 'result': r.to_dict()}))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ingest failed:\n{err[-3000:]}")
+    payload = json.loads(out.strip().splitlines()[-1])
+    payload["peak_rss_mb"] = usage.ru_maxrss / 1024
+    return payload
+
+
+def copy_floor(dsn: str, day: date) -> dict:
+    """COPY the day's accepted listening rows, as CSV already in memory, into an UNLOGGED
+    table without indexes: the fastest a load of those rows can be."""
+    low = f"{day.isoformat()} 00:00+00"
+    high = f"{(day + timedelta(days=1)).isoformat()} 00:00+00"
+    buf = io.BytesIO()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        query = (
+            f"COPY (SELECT {CONTRACT_COLUMNS} FROM raw.listening_events"
+            f" WHERE played_at >= '{low}' AND played_at < '{high}') TO STDOUT (FORMAT csv)"
+        )
+        with conn.cursor().copy(query) as copy:
+            for block in copy:
+                buf.write(block)
+        data = buf.getbuffer()
+        rows = conn.execute(
+            "SELECT count(*) FROM raw.listening_events WHERE played_at >= %s AND played_at < %s",
+            (low, high),
+        ).fetchone()[0]
+        conn.execute("DROP TABLE IF EXISTS public.copy_floor")
+        conn.execute(FLOOR_TABLE)
+        began = time.perf_counter()
+        with conn.cursor().copy(
+            f"COPY public.copy_floor ({CONTRACT_COLUMNS}) FROM STDIN (FORMAT csv)"
+        ) as copy:
+            for start in range(0, len(data), 8 << 20):
+                copy.write(data[start : start + (8 << 20)])
+        seconds = time.perf_counter() - began
+        conn.execute("DROP TABLE public.copy_floor")
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds,
+        "csv_mb": len(data) / 2**20,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Encore ingest benchmark")
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=300_000,
+        help="users of the large world (about 8.7 plays per user-day)",
+    )
+    parser.add_argument("--small-users", type=int, default=75_000)
+    parser.add_argument("--chunk-rows", type=int, default=250_000)
+    parser.add_argument("--keep", action="store_true", help="keep the simulated data")
+    args = parser.parse_args()
+
+    admin = _admin_dsn()
+    work = Path(tempfile.mkdtemp(prefix="encore-bench-"))
+    report: dict = {"machine": {"cores": os.cpu_count()}, "chunk_rows": args.chunk_rows}
+    try:
+        print(
+            f"simulating {args.users:,} users x 2 days and {args.small_users:,} users x 1 day"
+            f" under {work} ...",
+            flush=True,
+        )
+        large, small = work / "large", work / "small"
+        report["simulate_large"] = simulate(large, args.users, 2)
+        report["simulate_small"] = simulate(small, args.small_users, 1)
+
+        db = Database(admin)
+        try:
+            runs = []
+            for day, label in (
+                (START, "parquet day (empty warehouse)"),
+                (START + timedelta(days=1), "csv day (previous day loaded)"),
+            ):
+                ing = ingest_in_subprocess(db.dsn, large, day, args.chunk_rows)
+                floor = copy_floor(db.dsn, day)
+                res = ing["result"]
+                rows_le = res["datasets"]["listening_events"]["rows_read"]
+                runs.append(
+                    {
+                        "label": label,
+                        "day": day.isoformat(),
+                        "rows_read": res["rows_read"],
+                        "listening_rows": rows_le,
+                        "ingest_seconds": ing["wall"],
+                        "ingest_rows_per_s": rows_le / ing["wall"],
+                        "floor_rows": floor["rows"],
+                        "floor_seconds": floor["seconds"],
+                        "floor_rows_per_s": floor["rows_per_s"],
+                        "ratio": (rows_le / ing["wall"]) / floor["rows_per_s"],
+                        "peak_rss_mb": ing["peak_rss_mb"],
+                    }
+                )
+            report["throughput"] = runs
+        finally:
+            db.drop()
+
+        memory = []
+        for landing, label, chunk in (
+            (small, "small day", args.chunk_rows),
+            (large, "large day", args.chunk_rows),
+            (large, "large day", args.chunk_rows // 4),
+        ):
+            db = Database(admin)
+            try:
+                ing = ingest_in_subprocess(db.dsn, landing, START, chunk)
+            finally:
+                db.drop()
+            memory.append(
+                {
+                    "label": label,
+                    "chunk_rows": chunk,
+                    "listening_rows": ing["result"]["datasets"]["listening_events"]["rows_read"],
+                    "peak_rss_mb": ing["peak_rss_mb"],
+                    "seconds": ing["wall"],
+                }
+            )
+        report["memory"] = memory
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print("\nIngest vs a bare COPY of the same listening rows (same run, same server)")
+    print(
+        f"{'day':<32}{'rows':>11}{'ingest s':>10}{'ingest rows/s':>15}"
+        f"{'COPY s':>9}{'COPY rows/s':>13}{'ratio':>7}"
+    )
+    for r in report["throughput"]:
+        print(
+            f"{r['label']:<32}{r['listening_rows']:>11,}{r['ingest_seconds']:>10.1f}"
+            f"{r['ingest_rows_per_s']:>15,.0f}{r['floor_seconds']:>9.1f}"
+            f"{r['floor_rows_per_s']:>13,.0f}{r['ratio']:>7.2f}"
+        )
+    print("\nPeak RSS of the ingest process")
+    print(f"{'day':<12}{'listening rows':>16}{'chunk rows':>12}{'peak RSS MB':>13}{'s':>7}")
+    for m in report["memory"]:
+        print(
+            f"{m['label']:<12}{m['listening_rows']:>16,}{m['chunk_rows']:>12,}"
+            f"{m['peak_rss_mb']:>13.0f}{m['seconds']:>7.1f}"
+        )
+    small_rss, large_rss = report["memory"][0]["peak_rss_mb"], report["memory"][1]["peak_rss_mb"]
+    size_ratio = report["memory"][1]["listening_rows"] / report["memory"][0]["listening_rows"]
+    print(
+        f"\nday {size_ratio:.1f}x larger -> peak RSS x{large_rss / small_rss:.2f};"
+        f" chunk 4x smaller -> peak RSS x"
+        f"{report['memory'][2]['peak_rss_mb'] / large_rss:.2f}"
+    )
+    out = ROOT / "var" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ingest.json").write_text(json.dumps(report, indent=2))
+    print(f"figures saved to {out / 'ingest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
