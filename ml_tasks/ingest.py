@@ -522,7 +522,7 @@ class _DayLoader:
         self.root = root
         self.chunk_rows = chunk_rows
         self.now = now
-        self.known: dict[str, np.ndarray] = {}
+        self.known: dict[str, pa.Array] = {}
         self.day_keys: dict[str, list[pa.Array]] = {"users": [], "tracks": []}
 
     # -- staging
@@ -559,28 +559,28 @@ class _DayLoader:
             self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(warehouse.qualified(name)))
 
     # -- reference flags
-    def _known_keys(self, ds_name: str) -> np.ndarray:
+    def _known_keys(self, ds_name: str) -> pa.Array:
+        """Keys of ``users``/``tracks`` delivered up to this day (earlier days + today's)."""
         if ds_name not in self.known:
-            table, key = (
-                ("raw.users", "user_id") if ds_name == "users" else ("raw.tracks", "track_id")
+            table, key, arrow_type = (
+                ("raw.users", "user_id", pa.int64())
+                if ds_name == "users"
+                else ("raw.tracks", "track_id", pa.string())
             )
             query = sql.SQL("SELECT {} FROM {} WHERE first_delivered < %s").format(
                 sql.Identifier(key), warehouse.qualified(table)
             )
-            before = [r[0] for r in self.conn.execute(query, (self.day,))]
-            todays = [a.to_numpy(zero_copy_only=False) for a in self.day_keys[ds_name]]
-            dtype = np.int64 if ds_name == "users" else object
-            parts = [np.asarray(before, dtype=dtype), *[np.asarray(t, dtype=dtype) for t in todays]]
-            self.known[ds_name] = np.unique(np.concatenate(parts)) if parts else np.array([])
+            before = pa.array([r[0] for r in self.conn.execute(query, (self.day,))], arrow_type)
+            todays = [a.cast(arrow_type) for a in self.day_keys[ds_name]]
+            self.known[ds_name] = pc.unique(pa.concat_arrays([before, *todays]))
         return self.known[ds_name]
 
     def _flag_unknown(self, ds: Dataset, accepted: pa.Table) -> pa.Table:
+        # Arrow's hash-based is_in: numpy's isin on strings degrades to a pairwise scan.
         for column, ref in ds.references:
             flag = "unknown_user" if ref == "users" else "unknown_track"
-            values = accepted.column(column).to_numpy(zero_copy_only=False)
-            known = self._known_keys(ref)
-            unknown = ~np.isin(values, known, assume_unique=False)
-            accepted = accepted.append_column(flag, pa.array(unknown))
+            known = pc.is_in(accepted.column(column), value_set=self._known_keys(ref))
+            accepted = accepted.append_column(flag, pc.invert(pc.fill_null(known, False)))
         return accepted
 
     # -- loading
