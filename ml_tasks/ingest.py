@@ -50,6 +50,9 @@ ARROW_TYPES: dict[Kind, pa.DataType] = {
 _TRUE = ["true", "t", "1", "yes", "y"]
 _FALSE = ["false", "f", "0", "no", "n"]
 _OFFSET_RE = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
+_ISO_TIMESTAMP_RE = (
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}(:?\d{2})?)$"
+)
 
 
 class IngestError(RuntimeError):
@@ -199,6 +202,45 @@ def iter_batches(path: Path, ds: Dataset, chunk_rows: int) -> Iterator[pa.Table]
 # --------------------------------------------------------------------------- parsing
 
 
+_HASH_BASE = np.uint64(0x100000001B3)
+_HASH_POWERS = np.cumprod(np.full(4096, _HASH_BASE, dtype=np.uint64), dtype=np.uint64)
+
+
+def string_hashes(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """64-bit hashes of non-null strings, computed from Arrow's buffers with numpy.
+
+    A polynomial hash per string (``np.add.reduceat`` over byte x power) and a
+    murmur-style finaliser. Used only to find duplicate *candidates*, which are then
+    compared exactly, so a collision costs a lookup, never a wrong answer.
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.string())
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    if lengths.max(initial=0) > len(_HASH_POWERS):
+        raise ValueError("string longer than 4096 bytes cannot be hashed here")
+    span = data[offsets[0] : offsets[-1]].astype(np.uint64) + np.uint64(1)
+    position = np.arange(len(span)) - np.repeat(starts - offsets[0], lengths)
+    with np.errstate(over="ignore"):
+        terms = span * _HASH_POWERS[position]
+        h = np.zeros(n, dtype=np.uint64)
+        nonempty = lengths > 0
+        h[nonempty] = np.add.reduceat(terms, (starts - offsets[0])[nonempty])
+        h ^= lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xC4CEB9FE1A85EC53)
+        h ^= h >> np.uint64(33)
+    return h
+
+
 def _mask(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A boolean Arrow array (nulls = False) as numpy."""
     return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
@@ -244,9 +286,13 @@ def parse_column(arr: pa.Array, kind: Kind) -> tuple[pa.Array, np.ndarray]:
         return values, bad
     if kind is Kind.TIMESTAMP:
         has_offset = _mask(pc.match_substring_regex(pc.utf8_trim_whitespace(arr), _OFFSET_RE))
+        # Cast only well-formed values, so one bad value does not send the batch to pandas.
+        shaped = _mask(pc.match_substring_regex(arr, _ISO_TIMESTAMP_RE)) & has_offset
         try:
-            values = pc.cast(arr, target)
-            return values, present & ~has_offset
+            values = pc.cast(
+                pc.if_else(pa.array(shaped), arr, pa.scalar(None, pa.string())), target
+            )
+            return values, present & ~shaped
         except pa.ArrowInvalid:
             pass
         parsed = pd.to_datetime(
@@ -259,8 +305,12 @@ def parse_column(arr: pa.Array, kind: Kind) -> tuple[pa.Array, np.ndarray]:
         values = pa.array(parsed.where(ok), type=target, from_pandas=True)
         return values, present & ~ok
     if kind is Kind.DATE:
+        shaped = _mask(pc.match_substring_regex(arr, r"^\d{4}-\d{2}-\d{2}$"))
         try:
-            return pc.cast(arr, target), no_bad
+            values = pc.cast(
+                pc.if_else(pa.array(shaped), arr, pa.scalar(None, pa.string())), target
+            )
+            return values, present & ~shaped
         except pa.ArrowInvalid:
             pass
         parsed = pd.to_datetime(
@@ -271,10 +321,13 @@ def parse_column(arr: pa.Array, kind: Kind) -> tuple[pa.Array, np.ndarray]:
         return values, present & ~ok
     # numbers
     if kind.is_integer:
+        shaped = _mask(pc.match_substring_regex(arr, r"^[+-]?\d{1,18}$"))
         try:
-            values = pc.cast(arr, pa.int64())
-            nums = values.to_numpy(zero_copy_only=False)
-            ok = present.copy()
+            values = pc.cast(
+                pc.if_else(pa.array(shaped), arr, pa.scalar(None, pa.string())), pa.int64()
+            )
+            nums = values.fill_null(0).to_numpy(zero_copy_only=False)
+            ok = shaped
         except pa.ArrowInvalid:
             nums_f = pd.to_numeric(
                 pd.Series(arr.to_numpy(zero_copy_only=False)), errors="coerce"
@@ -523,6 +576,12 @@ class _DayLoader:
         self.chunk_rows = chunk_rows
         self.now = now
         self.known: dict[str, pa.Array] = {}
+        # 64-bit hashes of the day's accepted event ids (8 bytes per event): rows whose hash
+        # was seen before are duplicate *candidates*, settled exactly in SQL.
+        self.seen: dict[str, list[np.ndarray]] = {}
+        self.candidates: dict[str, list[pa.Table]] = {}
+        # rows the server reported COPYed into the stage, per source file
+        self.copied: dict[str, int] = {}
         self.day_keys: dict[str, list[pa.Array]] = {"users": [], "tracks": []}
 
     # -- staging
@@ -620,7 +679,14 @@ class _DayLoader:
                 )
                 self.day_keys[ds.name].append(accepted.column(ds.key).combine_chunks())
             accepted = accepted.append_column("source_row", pa.array(rows[keep]))
-            pipe.submit(lambda t=accepted: warehouse.copy_arrow(self.conn, stage, t))
+            if ds.is_event:
+                self._mark_candidates(ds, accepted, rel)
+            binary = warehouse.binary_copy_safe(accepted.schema)
+            pipe.submit(
+                lambda t=accepted, b=binary: self._copied(
+                    rel, warehouse.copy_arrow(self.conn, stage, t, binary=b)
+                )
+            )
             if len(checked.rejected_rows):
                 k = len(checked.rejected_rows)
                 rejected = pa.table(
@@ -637,89 +703,167 @@ class _DayLoader:
             stats.rows_read += n
             row_base += n
 
-    def settle_duplicates(self, ds: Dataset) -> None:
-        """Quarantine repeated keys: events keep the first delivery, dimensions the last."""
+    def _copied(self, rel: str, count: int) -> None:
+        self.copied[rel] = self.copied.get(rel, 0) + count
+
+    def _mark_candidates(self, ds: Dataset, accepted: pa.Table, rel: str) -> None:
+        """Note rows whose id hash was already seen this day (or earlier in the batch)."""
+        hashes = string_hashes(accepted.column(ds.key))
+        unique, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+        repeat = np.ones(len(hashes), dtype=bool)
+        repeat[first] = False
+        chunks = self.seen.setdefault(ds.name, [])
+        seen_before = np.zeros(len(unique), dtype=bool)
+        for chunk in chunks:  # sorted needles into sorted chunks: cache-friendly search
+            pos = np.minimum(np.searchsorted(chunk, unique), len(chunk) - 1)
+            seen_before |= chunk[pos] == unique
+        repeat |= seen_before[inverse]
+        if repeat.any():
+            rows = pa.array(np.flatnonzero(repeat))
+            self.candidates.setdefault(ds.name, []).append(
+                pa.table(
+                    {
+                        "source_file": pa.array([rel] * len(rows)),
+                        "source_row": accepted.column("source_row").take(rows),
+                        "event_id": accepted.column(ds.key).take(rows),
+                    }
+                )
+            )
+        chunks.append(unique)
+        if len(chunks) > 8:  # keep the probes per batch bounded
+            chunks[:] = [np.sort(np.concatenate(chunks), kind="stable")]  # merges runs
+
+    def settle_event_duplicates(self, ds: Dataset) -> dict[str, int]:
+        """Quarantine repeated event ids; returns the rows removed per source file.
+
+        Within the day the first delivery (by file, then row) wins: only the candidates found
+        by hash are checked, exactly, through the stage's event_key index. An id already
+        accepted on another day is quarantined too.
+        """
         stage = warehouse.qualified(_stage_name(ds, self.day))
         qstage = warehouse.qualified(_quarantine_stage(self.day))
         key = sql.Identifier(ds.key)
         payload_cols = sql.SQL(", ").join(
             sql.SQL("{0}, d.{1}").format(sql.Literal(c), sql.Identifier(c)) for c in ds.column_names
         )
-        # Events group on the indexed int8 hash of the id (fast), then rank on the id itself
-        # (exact); dimensions are small and group on their key.
-        group = sql.Identifier("event_key" if ds.is_event else ds.key)
-        if ds.is_event:
-            order = sql.SQL("source_file, source_row")
-            reason = contract.DUPLICATE_REASON
-        else:
-            order = sql.SQL("source_file DESC, source_row DESC")
-            reason = contract.DUPLICATE_KEY_REASON.format(key=ds.key)
-        self.conn.execute(
-            sql.SQL(
-                """
-                WITH dup_keys AS (
-                    SELECT {group} FROM {stage} GROUP BY {group} HAVING count(*) > 1
-                ), ranked AS (
-                    SELECT s.ctid AS tid,
-                           row_number() OVER (PARTITION BY s.{key} ORDER BY {order}) AS rn
-                    FROM {stage} s JOIN dup_keys USING ({group})
-                ), d AS (
-                    DELETE FROM {stage} s USING ranked r
-                    WHERE s.ctid = r.tid AND r.rn > 1
-                    RETURNING s.*
-                )
+        removed: dict[str, int] = {}
+
+        def run(query: sql.Composable) -> None:
+            for source_file, count in self.conn.execute(query):
+                removed[source_file] = removed.get(source_file, 0) + count
+
+        quarantine = sql.SQL(
+            """, q AS (
                 INSERT INTO {qstage} (dataset, dt, source_file, source_row, reasons, payload)
                 SELECT {ds}, {day}, d.source_file, d.source_row, ARRAY[{reason}],
                        jsonb_build_object({payload_cols})
-                FROM d
-                """
-            ).format(
-                key=key,
-                group=group,
-                stage=stage,
-                order=order,
-                qstage=qstage,
-                ds=sql.Literal(ds.name),
-                day=sql.Literal(self.day),
-                reason=sql.Literal(reason),
-                payload_cols=payload_cols,
+                FROM d RETURNING source_file
             )
+            SELECT source_file, count(*) FROM q GROUP BY source_file"""
         )
-        if ds.is_event:
-            # Already accepted on another day: the first day to accept an id keeps it. The
-            # two ranges (not NOT(in day)) let the planner prune the day being replaced.
-            low, high = warehouse.day_bounds(self.day)
+        candidates = self.candidates.get(ds.name)
+        if candidates:
             self.conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS _candidates"
+                " (source_file text, source_row integer, event_id text)"
+            )
+            self.conn.execute("TRUNCATE _candidates")
+            warehouse.copy_arrow(self.conn, "pg_temp._candidates", pa.concat_tables(candidates))
+            run(
                 sql.SQL(
                     """
-                    WITH d AS (
-                        DELETE FROM {stage} s
-                        WHERE EXISTS (
-                            SELECT 1 FROM {parent} r
-                            WHERE r.event_key = s.event_key AND r.{key} = s.{key}
-                              AND (r.{tcol} < {low} OR r.{tcol} >= {high})
-                        )
-                        RETURNING s.*
-                    )
-                    INSERT INTO {qstage} (dataset, dt, source_file, source_row, reasons, payload)
-                    SELECT {ds}, {day}, d.source_file, d.source_row,
-                           ARRAY[{reason}], jsonb_build_object({payload_cols})
-                    FROM d
-                    """
-                ).format(
-                    stage=stage,
-                    parent=warehouse.qualified(ds.raw_table),
-                    key=key,
-                    tcol=sql.Identifier(ds.time_column),
-                    low=sql.Literal(low),
-                    high=sql.Literal(high),
+                WITH d AS (
+                    DELETE FROM {stage} s USING _candidates c
+                    WHERE s.event_key = hashtextextended(c.event_id, 0)
+                      AND s.{key} = c.event_id
+                      AND s.source_file = c.source_file AND s.source_row = c.source_row
+                      AND EXISTS (
+                          SELECT 1 FROM {stage} o
+                          WHERE o.event_key = s.event_key AND o.{key} = s.{key}
+                            AND (o.source_file, o.source_row) < (s.source_file, s.source_row))
+                    RETURNING s.*
+                )"""
+                ).format(stage=stage, key=key)
+                + quarantine.format(
                     qstage=qstage,
                     ds=sql.Literal(ds.name),
                     day=sql.Literal(self.day),
-                    reason=sql.Literal(contract.DUPLICATE_REASON + " on another day"),
+                    reason=sql.Literal(contract.DUPLICATE_REASON),
                     payload_cols=payload_cols,
                 )
             )
+        # Already accepted on another day: the first day to accept an id keeps it. The two
+        # ranges (not NOT(in day)) let the planner prune the day being replaced.
+        low, high = warehouse.day_bounds(self.day)
+        run(
+            sql.SQL(
+                """
+            WITH d AS (
+                DELETE FROM {stage} s
+                WHERE EXISTS (
+                    SELECT 1 FROM {parent} r
+                    WHERE r.event_key = s.event_key AND r.{key} = s.{key}
+                      AND (r.{tcol} < {low} OR r.{tcol} >= {high})
+                )
+                RETURNING s.*
+            )"""
+            ).format(
+                stage=stage,
+                parent=warehouse.qualified(ds.raw_table),
+                key=key,
+                tcol=sql.Identifier(ds.time_column),
+                low=sql.Literal(low),
+                high=sql.Literal(high),
+            )
+            + quarantine.format(
+                qstage=qstage,
+                ds=sql.Literal(ds.name),
+                day=sql.Literal(self.day),
+                reason=sql.Literal(contract.DUPLICATE_REASON + " on another day"),
+                payload_cols=payload_cols,
+            )
+        )
+        return removed
+
+    def settle_key_duplicates(self, ds: Dataset) -> dict[str, int]:
+        """Dimensions: a key repeated in one day's delivery keeps its last row (by file, then
+        row); the others are quarantined. Returns the rows removed per source file."""
+        stage = warehouse.qualified(_stage_name(ds, self.day))
+        qstage = warehouse.qualified(_quarantine_stage(self.day))
+        key = sql.Identifier(ds.key)
+        payload_cols = sql.SQL(", ").join(
+            sql.SQL("{0}, d.{1}").format(sql.Literal(c), sql.Identifier(c)) for c in ds.column_names
+        )
+        query = sql.SQL(
+            """
+            WITH dup_keys AS (
+                SELECT {key} FROM {stage} GROUP BY {key} HAVING count(*) > 1
+            ), ranked AS (
+                SELECT s.ctid AS tid, row_number() OVER (
+                    PARTITION BY s.{key} ORDER BY source_file DESC, source_row DESC) AS rn
+                FROM {stage} s JOIN dup_keys USING ({key})
+            ), d AS (
+                DELETE FROM {stage} s USING ranked r
+                WHERE s.ctid = r.tid AND r.rn > 1
+                RETURNING s.*
+            ), q AS (
+                INSERT INTO {qstage} (dataset, dt, source_file, source_row, reasons, payload)
+                SELECT {ds}, {day}, d.source_file, d.source_row, ARRAY[{reason}],
+                       jsonb_build_object({payload_cols})
+                FROM d RETURNING source_file
+            )
+            SELECT source_file, count(*) FROM q GROUP BY source_file
+            """
+        ).format(
+            key=key,
+            stage=stage,
+            qstage=qstage,
+            ds=sql.Literal(ds.name),
+            day=sql.Literal(self.day),
+            reason=sql.Literal(contract.DUPLICATE_KEY_REASON.format(key=ds.key)),
+            payload_cols=payload_cols,
+        )
+        return dict(self.conn.execute(query).fetchall())
 
     def count_by_file(self, table: str, ds: Dataset | None = None) -> dict[str, int]:
         query = sql.SQL("SELECT source_file, count(*) FROM {}").format(warehouse.qualified(table))
@@ -730,8 +874,8 @@ class _DayLoader:
         query += sql.SQL(" GROUP BY source_file")
         return {f: c for f, c in self.conn.execute(query, params)}
 
-    def prepare_event_stage(self, ds: Dataset) -> None:
-        """Give the stage the parent's indexes (so ATTACH reuses them) and fresh statistics."""
+    def index_event_stage(self, ds: Dataset) -> None:
+        """Give the stage the parent's indexes: duplicate checks use them, ATTACH reuses them."""
         stage = _stage_name(ds, self.day)
         for (indexdef,) in self.conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE schemaname = 'raw' AND tablename = %s",
@@ -743,7 +887,6 @@ class _DayLoader:
                 indexdef,
             )
             self.conn.execute(definition)
-        self.conn.execute(sql.SQL("ANALYZE {}").format(warehouse.qualified(stage)))
 
     def commit_day(
         self, results: dict[str, DatasetResult], run_id: str, started_at: datetime
@@ -887,19 +1030,28 @@ def ingest_day(
                 res = DatasetResult(ds.name)
                 for path in files[ds.name]:
                     res.files.append(loader.load_file(ds, path))
-                loader.settle_duplicates(ds)
-                accepted = loader.count_by_file(_stage_name(ds, day))
+                if ds.is_event:
+                    loader.index_event_stage(ds)
+                    # statistics first: the duplicate checks then probe the event_key index
+                    # (and the day carries fresh statistics once swapped in)
+                    conn.execute(
+                        sql.SQL("ANALYZE {}").format(warehouse.qualified(_stage_name(ds, day)))
+                    )
+                    removed = loader.settle_event_duplicates(ds)
+                else:
+                    removed = loader.settle_key_duplicates(ds)
                 quarantined = loader.count_by_file(_quarantine_stage(day), ds)
                 for stats in res.files:
-                    stats.rows_accepted = accepted.get(stats.source_file, 0)
+                    # accepted = what the server reported COPYed, less duplicates removed
+                    stats.rows_accepted = loader.copied.get(stats.source_file, 0) - removed.get(
+                        stats.source_file, 0
+                    )
                     stats.rows_quarantined = quarantined.get(stats.source_file, 0)
                     if stats.rows_read != stats.rows_accepted + stats.rows_quarantined:
                         raise IngestError(
                             f"{stats.source_file}: read {stats.rows_read} rows but accounted for "
                             f"{stats.rows_accepted} accepted + {stats.rows_quarantined} quarantined"
                         )
-                if ds.is_event:
-                    loader.prepare_event_stage(ds)
                 results[ds.name] = res
                 log.info(
                     "%s %s: %d read, %d accepted, %d quarantined",

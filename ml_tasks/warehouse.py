@@ -249,38 +249,68 @@ def session_lock(conn: psycopg.Connection, name: str) -> Iterator[None]:
 # --------------------------------------------------------------------------- bulk load
 
 
+#: Arrow types whose PostgreSQL binary COPY encoding matches the column types Encore uses.
+_BINARY_SAFE = ("string", "int16", "int32", "int64", "bool", "date32[day]", "timestamp[us, tz=UTC]")
+
+
+def binary_copy_safe(schema) -> bool:
+    """Whether every column of an Arrow schema can go through binary COPY unchanged.
+
+    Binary COPY needs the wire type to equal the column type, so tables with ``numeric``,
+    ``jsonb`` or array columns (fed from other Arrow types) go through CSV instead.
+    """
+    return all(str(field.type) in _BINARY_SAFE for field in schema)
+
+
 def copy_arrow(
     conn: psycopg.Connection,
     table: str,
     data,  # pyarrow.Table
     columns: Sequence[str] | None = None,
+    *,
+    binary: bool = False,
 ) -> int:
-    """COPY an Arrow table into ``table`` (schema-qualified) as CSV; returns rows copied.
+    """COPY an Arrow table into ``table`` (schema-qualified); returns the rows the server
+    reports copied.
 
-    pyarrow writes the CSV in C++ and psycopg streams it in blocks, so the Python cost per
-    row is nil and memory is bounded by the Arrow batch the caller passes.
+    ``binary=True`` encodes PostgreSQL's binary COPY format with pgpq (Rust): the server
+    parses it about twice as fast as CSV. Otherwise pyarrow writes CSV in C++. Either way
+    the Python cost per row is nil and memory is bounded by the batch the caller passes.
     """
-    import pyarrow.csv as pacsv
-
     if data.num_rows == 0:
         return 0
     columns = list(columns or data.column_names)
-    data = _csv_friendly(data.select(columns))
+    data = data.select(columns)
     buf = io.BytesIO()
-    pacsv.write_csv(
-        data,
-        buf,
-        write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"),
-    )
+    if binary:
+        import pgpq
+
+        encoder = pgpq.ArrowToPostgresBinaryEncoder(data.schema)
+        buf.write(encoder.write_header())
+        for batch in data.to_batches():
+            buf.write(encoder.write_batch(batch))
+        buf.write(encoder.finish())
+        fmt = sql.SQL("binary")
+    else:
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(
+            _csv_friendly(data),
+            buf,
+            write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"),
+        )
+        fmt = sql.SQL("csv")
     payload = buf.getbuffer()
-    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        qualified(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
+        qualified(table), sql.SQL(", ").join(map(sql.Identifier, columns)), fmt
     )
-    with conn.cursor() as cur, cur.copy(stmt) as copy:
-        for start in range(0, len(payload), _COPY_BLOCK_BYTES):
-            copy.write(payload[start : start + _COPY_BLOCK_BYTES])
+    with conn.cursor() as cur:
+        with cur.copy(stmt) as copy:
+            for start in range(0, len(payload), _COPY_BLOCK_BYTES):
+                copy.write(payload[start : start + _COPY_BLOCK_BYTES])
+        copied = cur.rowcount
     del payload
-    return data.num_rows
+    return copied
 
 
 def _csv_friendly(data):

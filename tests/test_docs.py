@@ -22,8 +22,16 @@ def _queries(doc: str) -> list[str]:
 @pytest.fixture(scope="module")
 def landing(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("docs") / "landing"
-    simulate_world(out, users=150, tracks=60, start=date(2026, 10, 1), days=2, seed=3,
-                   bad_rate=0.02, preview_share=0.0)
+    simulate_world(
+        out,
+        users=150,
+        tracks=60,
+        start=date(2026, 10, 1),
+        days=2,
+        seed=3,
+        bad_rate=0.02,
+        preview_share=0.0,
+    )
     return out
 
 

@@ -574,3 +574,32 @@ def test_cli_ingests_and_fails_with_one_line(warehouse_dsn, landing_root) -> Non
     assert len(lines) == 1 and "not complete" in lines[0] and "dt=2026-11-09" in lines[0]
     bad_date = _encore("ingest", "--date", "11/09/2026", env=env)
     assert bad_date.returncode == 2 and "not a date" in bad_date.stderr
+
+
+def test_hash_collisions_never_quarantine_distinct_ids(
+    warehouse_dsn, landing_root, monkeypatch
+) -> None:
+    """Duplicate candidates come from 64-bit hashes; the SQL check is exact. With every
+    hash colliding, distinct ids must all be accepted and only the true repeat refused."""
+    import numpy as np
+
+    plays = [good_play(f"e{i}", 1, "t1", DAY, i % 24) for i in range(300)]
+    plays.append(dict(plays[17]))
+    write_day(landing_root, plays=plays)
+    monkeypatch.setattr(ingest, "string_hashes", lambda arr: np.zeros(len(arr), np.uint64))
+    result = ingest.ingest_day(DAY, chunk_rows=1000)
+    assert result.datasets["listening_events"].rows_accepted == 300
+    [(_, _, row, reasons, payload)] = quarantined(warehouse_dsn)
+    assert row == 301 and payload["event_id"] == "e17"
+    assert reasons == [contract.DUPLICATE_REASON]
+
+
+def test_string_hashes_agree_on_equal_strings_in_any_slice() -> None:
+    import numpy as np
+
+    values = pa.array(["abc", "abd", "", "x" * 300, "abc", "é", "abd"])
+    whole = ingest.string_hashes(values)
+    part = ingest.string_hashes(values.slice(3))
+    assert whole[0] == whole[4] and whole[1] == whole[6]
+    assert len(set(whole[:4].tolist())) == 4
+    assert np.array_equal(whole[3:], part)
