@@ -680,7 +680,9 @@ class _DayLoader:
                 self.day_keys[ds.name].append(accepted.column(ds.key).combine_chunks())
             accepted = accepted.append_column("source_row", pa.array(rows[keep]))
             if ds.is_event:
-                self._mark_candidates(ds, accepted, rel)
+                hashes = string_hashes(accepted.column(ds.key))
+                accepted = accepted.append_column("event_key", pa.array(hashes.view(np.int64)))
+                self._mark_candidates(ds, accepted, rel, hashes)
             binary = warehouse.binary_copy_safe(accepted.schema)
             pipe.submit(
                 lambda t=accepted, b=binary: self._copied(
@@ -706,9 +708,10 @@ class _DayLoader:
     def _copied(self, rel: str, count: int) -> None:
         self.copied[rel] = self.copied.get(rel, 0) + count
 
-    def _mark_candidates(self, ds: Dataset, accepted: pa.Table, rel: str) -> None:
+    def _mark_candidates(
+        self, ds: Dataset, accepted: pa.Table, rel: str, hashes: np.ndarray
+    ) -> None:
         """Note rows whose id hash was already seen this day (or earlier in the batch)."""
-        hashes = string_hashes(accepted.column(ds.key))
         unique, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
         repeat = np.ones(len(hashes), dtype=bool)
         repeat[first] = False
@@ -726,6 +729,7 @@ class _DayLoader:
                         "source_file": pa.array([rel] * len(rows)),
                         "source_row": accepted.column("source_row").take(rows),
                         "event_id": accepted.column(ds.key).take(rows),
+                        "event_key": accepted.column("event_key").take(rows),
                     }
                 )
             )
@@ -765,7 +769,7 @@ class _DayLoader:
         if candidates:
             self.conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS _candidates"
-                " (source_file text, source_row integer, event_id text)"
+                " (source_file text, source_row integer, event_id text, event_key bigint)"
             )
             self.conn.execute("TRUNCATE _candidates")
             warehouse.copy_arrow(self.conn, "pg_temp._candidates", pa.concat_tables(candidates))
@@ -774,7 +778,7 @@ class _DayLoader:
                     """
                 WITH d AS (
                     DELETE FROM {stage} s USING _candidates c
-                    WHERE s.event_key = hashtextextended(c.event_id, 0)
+                    WHERE s.event_key = c.event_key
                       AND s.{key} = c.event_id
                       AND s.source_file = c.source_file AND s.source_row = c.source_row
                       AND EXISTS (

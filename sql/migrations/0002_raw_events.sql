@@ -17,7 +17,7 @@ CREATE TABLE raw.listening_events (
     unknown_track     boolean     NOT NULL,
     source_file       text        NOT NULL,
     source_row        integer     NOT NULL,
-    event_key         bigint      NOT NULL GENERATED ALWAYS AS (hashtextextended(event_id, 0)) STORED
+    event_key         bigint      NOT NULL
 ) PARTITION BY RANGE (played_at);
 CREATE INDEX listening_events_event_key_idx ON raw.listening_events (event_key);
 
@@ -37,7 +37,7 @@ COMMENT ON COLUMN raw.listening_events.unknown_user IS 'True when user_id had no
 COMMENT ON COLUMN raw.listening_events.unknown_track IS 'True when track_id had not been delivered in tracks on or before this day.';
 COMMENT ON COLUMN raw.listening_events.source_file IS 'Landing file the row came from, relative to the landing root.';
 COMMENT ON COLUMN raw.listening_events.source_row IS 'Row number in that file (1 = first data row).';
-COMMENT ON COLUMN raw.listening_events.event_key IS 'hashtextextended(event_id, 0): indexed; look an event up with event_key = hashtextextended(''id'', 0) AND event_id = ''id''.';
+COMMENT ON COLUMN raw.listening_events.event_key IS '64-bit hash of event_id computed at ingest (ml_tasks.ingest.string_hashes); indexed for the duplicate checks.';
 
 CREATE TABLE raw.subscription_events (
     event_id      text          NOT NULL,
@@ -51,7 +51,7 @@ CREATE TABLE raw.subscription_events (
     unknown_user  boolean       NOT NULL,
     source_file   text          NOT NULL,
     source_row    integer       NOT NULL,
-    event_key     bigint        NOT NULL GENERATED ALWAYS AS (hashtextextended(event_id, 0)) STORED
+    event_key     bigint        NOT NULL
 ) PARTITION BY RANGE (event_at);
 CREATE INDEX subscription_events_event_key_idx ON raw.subscription_events (event_key);
 CREATE INDEX subscription_events_user_idx ON raw.subscription_events (user_id, event_at);
@@ -68,4 +68,4 @@ COMMENT ON COLUMN raw.subscription_events.auto_renew IS 'Whether the plan renews
 COMMENT ON COLUMN raw.subscription_events.unknown_user IS 'True when user_id had not been delivered in users on or before this day.';
 COMMENT ON COLUMN raw.subscription_events.source_file IS 'Landing file the row came from, relative to the landing root.';
 COMMENT ON COLUMN raw.subscription_events.source_row IS 'Row number in that file (1 = first data row).';
-COMMENT ON COLUMN raw.subscription_events.event_key IS 'hashtextextended(event_id, 0), indexed for duplicate checks and lookups.';
+COMMENT ON COLUMN raw.subscription_events.event_key IS '64-bit hash of event_id computed at ingest (ml_tasks.ingest.string_hashes); indexed for the duplicate checks.';
