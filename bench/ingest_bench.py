@@ -170,7 +170,7 @@ def main() -> int:
         help="users of the large world (about 8.7 plays per user-day)",
     )
     parser.add_argument("--small-users", type=int, default=75_000)
-    parser.add_argument("--chunk-rows", type=int, default=250_000)
+    parser.add_argument("--chunk-rows", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="keep the simulated data")
     args = parser.parse_args()
 

@@ -18,7 +18,7 @@ Environment variables:
 ``ENCORE_HOME``
     Project root (holds ``sql/`` and ``var/``). Default: the checkout this package lives in.
 ``ENCORE_INGEST_CHUNK_ROWS``
-    Rows per batch while ingesting (bounds memory). Default 250000.
+    Rows per batch while ingesting (bounds memory). Default 100000.
 ``ENCORE_QUARANTINE_TOLERANCE``
     Largest share of a day's rows that may be quarantined before validation fails. Default 0.05.
 """
@@ -113,6 +113,6 @@ def get_settings() -> Settings:
         landing_root=landing.resolve(),
         artifacts=artifacts.resolve(),
         env=env,
-        ingest_chunk_rows=_int_env("ENCORE_INGEST_CHUNK_ROWS", 250_000, minimum=1000),
+        ingest_chunk_rows=_int_env("ENCORE_INGEST_CHUNK_ROWS", 100_000, minimum=1000),
         quarantine_tolerance=_float_env("ENCORE_QUARANTINE_TOLERANCE", 0.05, 0.0, 1.0),
     )
