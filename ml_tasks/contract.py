@@ -62,6 +62,22 @@ class Kind(StrEnum):
         return self in (Kind.INT16, Kind.INT32, Kind.INT64)
 
 
+def landing_arrow_type(kind: Kind):
+    """The Arrow type a column of ``kind`` has in a landing Parquet file."""
+    import pyarrow as pa
+
+    return {
+        Kind.STRING: pa.string(),
+        Kind.INT16: pa.int16(),
+        Kind.INT32: pa.int32(),
+        Kind.INT64: pa.int64(),
+        Kind.BOOL: pa.bool_(),
+        Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
+        Kind.DATE: pa.date32(),
+        Kind.DECIMAL: pa.decimal128(10, 2),
+    }[kind]
+
+
 INT_BOUNDS = {
     Kind.INT16: (-(2**15), 2**15 - 1),
     Kind.INT32: (-(2**31), 2**31 - 1),

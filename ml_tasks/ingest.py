@@ -19,7 +19,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -37,14 +37,10 @@ from ml_tasks.settings import get_settings
 
 log = logging.getLogger(__name__)
 
+#: In-memory types while checking: the landing types, but amounts as float64 (checked to
+#: two decimals, loaded into numeric(10,2)).
 ARROW_TYPES: dict[Kind, pa.DataType] = {
-    Kind.STRING: pa.string(),
-    Kind.INT16: pa.int16(),
-    Kind.INT32: pa.int32(),
-    Kind.INT64: pa.int64(),
-    Kind.BOOL: pa.bool_(),
-    Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
-    Kind.DATE: pa.date32(),
+    **{kind: contract.landing_arrow_type(kind) for kind in Kind},
     Kind.DECIMAL: pa.float64(),
 }
 _TRUE = ["true", "t", "1", "yes", "y"]
@@ -244,10 +240,6 @@ def string_hashes(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def _mask(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A boolean Arrow array (nulls = False) as numpy."""
     return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _text(arr: pa.Array) -> pa.Array:
-    return arr if pa.types.is_string(arr.type) else pc.cast(arr, pa.string())
 
 
 def parse_column(arr: pa.Array, kind: Kind) -> tuple[pa.Array, np.ndarray]:
@@ -1078,8 +1070,3 @@ def ingest_day(
         result.rows_quarantined,
     )
     return result
-
-
-def file_stats_dicts(result: IngestResult) -> list[dict]:
-    """Per-file figures of a result, for reports."""
-    return [asdict(f) for res in result.datasets.values() for f in res.files]

@@ -34,6 +34,7 @@ from ml_tasks.contract import (
     USERS,
     Dataset,
     Kind,
+    landing_arrow_type,
 )
 from ml_tasks.simulate import BAD_KINDS, GENRES, simulate_world
 from ml_tasks.simulate import core as sim_core
@@ -43,16 +44,7 @@ START = dt.date(2026, 11, 1)
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DECIMAL_RE = re.compile(r"^-?\d+\.\d{2}$")
-PARQUET_TYPES = {
-    Kind.STRING: pa.string(),
-    Kind.INT16: pa.int16(),
-    Kind.INT32: pa.int32(),
-    Kind.INT64: pa.int64(),
-    Kind.BOOL: pa.bool_(),
-    Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
-    Kind.DATE: pa.date32(),
-    Kind.DECIMAL: pa.decimal128(10, 2),
-}
+PARQUET_TYPES = {kind: landing_arrow_type(kind) for kind in Kind}
 
 
 # ------------------------------------------------------------------ worlds

@@ -168,7 +168,19 @@ def track_row(day: date, n: int, **changes) -> dict:
     return row
 
 
+def _event_key(event_id: str) -> int:
+    """The id hash ingestion stores in event_key (ml_tasks.ingest.string_hashes)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from ml_tasks.ingest import string_hashes
+
+    return int(string_hashes(pa.array([event_id])).view(np.int64)[0])
+
+
 def insert(conn: psycopg.Connection, table: str, rows: list[dict]) -> None:
+    if "event_id" in rows[0] and "event_key" not in rows[0]:
+        rows = [{**r, "event_key": _event_key(r["event_id"])} for r in rows]
     cols = list(rows[0])
     stmt = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
         warehouse.qualified(table),

@@ -16,21 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ml_tasks.contract import Dataset, Kind
+from ml_tasks.contract import Dataset, Kind, landing_arrow_type
 
 PARQUET = "parquet"
 CSV = "csv"
 
-_ARROW_TYPES: dict[Kind, pa.DataType] = {
-    Kind.STRING: pa.string(),
-    Kind.INT16: pa.int16(),
-    Kind.INT32: pa.int32(),
-    Kind.INT64: pa.int64(),
-    Kind.BOOL: pa.bool_(),
-    Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
-    Kind.DATE: pa.date32(),
-    Kind.DECIMAL: pa.decimal128(10, 2),
-}
+_ARROW_TYPES: dict[Kind, pa.DataType] = {kind: landing_arrow_type(kind) for kind in Kind}
 
 #: Characters that force RFC 4180 quoting of a CSV field.
 _NEEDS_QUOTES = r'[",\r\n]'
