@@ -45,7 +45,8 @@ bench: $(STAMP) ## benchmarks: ingest vs a bare COPY, peak memory vs day size
 
 airflow: $(STAMP) ## Airflow standalone (UI on :8080) over the project's DAGs
 	$(BIN)/airflow db migrate >/dev/null
-	$(BIN)/airflow standalone
+	@echo "Airflow UI: http://localhost:8080  user: admin  password: printed below and in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
 
 warehouse-stop: $(STAMP) ## stop the embedded PostgreSQL
 	$(BIN)/encore warehouse stop

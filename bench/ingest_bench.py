@@ -28,10 +28,11 @@ import time
 import uuid
 from datetime import date, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+
+from ml_tasks import warehouse
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT_COLUMNS = (
@@ -46,7 +47,6 @@ START = date(2026, 10, 1)
 
 
 def _admin_dsn() -> str:
-    from ml_tasks import warehouse
     from ml_tasks.settings import get_settings
 
     settings = get_settings()
@@ -59,11 +59,6 @@ def _admin_dsn() -> str:
         return warehouse.embedded_dsn(settings, "postgres")
 
 
-def _with_db(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
 class Database:
     """A throwaway, migrated database for one measurement."""
 
@@ -72,9 +67,7 @@ class Database:
         self.name = f"encore_bench_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
-        self.dsn = _with_db(admin, self.name)
-        from ml_tasks import warehouse
-
+        self.dsn = warehouse.with_database(admin, self.name)
         warehouse.ensure_migrated(self.dsn)
 
     def drop(self) -> None:

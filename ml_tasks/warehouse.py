@@ -111,6 +111,16 @@ def connect(dsn: str | None = None, *, autocommit: bool = False) -> psycopg.Conn
     return conn
 
 
+def with_database(dsn: str, database: str) -> str:
+    """The same URL-style DSN pointing at another database (query options kept)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    if not parts.scheme:
+        raise ValueError("with_database needs a URL-style DSN (postgresql://...)")
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
 def redact(dsn: str) -> str:
     """A DSN with any password replaced, for logs and messages."""
     dsn = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)

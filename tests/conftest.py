@@ -53,14 +53,6 @@ from ml_tasks import warehouse  # noqa: E402
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def _with_db(dsn: str, database: str) -> str:
-    """Swap the database of a URL-style DSN."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
-
-
 @pytest.fixture(scope="session")
 def pg_admin() -> Iterator[str]:
     """An admin DSN on a real PostgreSQL server."""
@@ -86,7 +78,7 @@ def template_db(pg_admin: str) -> Iterator[str]:
     name = f"encore_tpl_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with warehouse.connect(_with_db(pg_admin, name), autocommit=True) as conn:
+    with warehouse.connect(warehouse.with_database(pg_admin, name), autocommit=True) as conn:
         warehouse.migrate(conn)
     yield name
     _drop(pg_admin, name)
@@ -111,7 +103,7 @@ def warehouse_dsn(
                 sql.Identifier(name), sql.Identifier(template_db)
             )
         )
-    dsn = _with_db(pg_admin, name)
+    dsn = warehouse.with_database(pg_admin, name)
     monkeypatch.setenv("WAREHOUSE_DSN", dsn)
     yield dsn
     _drop(pg_admin, name)
@@ -123,7 +115,7 @@ def empty_db(pg_admin: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     name = f"encore_e_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = _with_db(pg_admin, name)
+    dsn = warehouse.with_database(pg_admin, name)
     monkeypatch.setenv("WAREHOUSE_DSN", dsn)
     yield dsn
     _drop(pg_admin, name)

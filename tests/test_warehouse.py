@@ -103,3 +103,16 @@ def test_table_checksum_sees_changes(warehouse_dsn: str) -> None:
         conn.execute("DROP TABLE raw.t")
     assert before[0] == after[0] == 2
     assert before[1] != after[1]
+
+
+def test_with_database_swaps_only_the_database() -> None:
+    assert (
+        warehouse.with_database("postgresql://u:p@h:5433/a?sslmode=disable", "b")
+        == "postgresql://u:p@h:5433/b?sslmode=disable"
+    )
+    assert (
+        warehouse.with_database("postgresql://postgres:@/encore?host=/var/pg", "t")
+        == "postgresql://postgres:@/t?host=/var/pg"
+    )
+    with pytest.raises(ValueError, match="URL-style"):
+        warehouse.with_database("host=h dbname=a", "b")
