@@ -18,6 +18,7 @@ import logging
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -729,6 +730,32 @@ class _DayLoader:
         if len(chunks) > 8:  # keep the probes per batch bounded
             chunks[:] = [np.sort(np.concatenate(chunks), kind="stable")]  # merges runs
 
+    def _quarantine_deleted(
+        self, ds: Dataset, deleting: sql.Composable, reason: str
+    ) -> dict[str, int]:
+        """Run ``deleting`` (a ``WITH`` ending in CTE ``d``, a DELETE from the stage
+        ``RETURNING s.*``) and move the deleted rows to the quarantine stage with ``reason``.
+        Returns the rows removed per source file."""
+        payload_cols = sql.SQL(", ").join(
+            sql.SQL("{0}, d.{1}").format(sql.Literal(c), sql.Identifier(c)) for c in ds.column_names
+        )
+        query = deleting + sql.SQL(
+            """, q AS (
+                INSERT INTO {qstage} (dataset, dt, source_file, source_row, reasons, payload)
+                SELECT {ds}, {day}, d.source_file, d.source_row, ARRAY[{reason}],
+                       jsonb_build_object({payload_cols})
+                FROM d RETURNING source_file
+            )
+            SELECT source_file, count(*) FROM q GROUP BY source_file"""
+        ).format(
+            qstage=warehouse.qualified(_quarantine_stage(self.day)),
+            ds=sql.Literal(ds.name),
+            day=sql.Literal(self.day),
+            reason=sql.Literal(reason),
+            payload_cols=payload_cols,
+        )
+        return dict(self.conn.execute(query).fetchall())
+
     def settle_event_duplicates(self, ds: Dataset) -> dict[str, int]:
         """Quarantine repeated event ids; returns the rows removed per source file.
 
@@ -737,26 +764,8 @@ class _DayLoader:
         accepted on another day is quarantined too.
         """
         stage = warehouse.qualified(_stage_name(ds, self.day))
-        qstage = warehouse.qualified(_quarantine_stage(self.day))
         key = sql.Identifier(ds.key)
-        payload_cols = sql.SQL(", ").join(
-            sql.SQL("{0}, d.{1}").format(sql.Literal(c), sql.Identifier(c)) for c in ds.column_names
-        )
-        removed: dict[str, int] = {}
-
-        def run(query: sql.Composable) -> None:
-            for source_file, count in self.conn.execute(query):
-                removed[source_file] = removed.get(source_file, 0) + count
-
-        quarantine = sql.SQL(
-            """, q AS (
-                INSERT INTO {qstage} (dataset, dt, source_file, source_row, reasons, payload)
-                SELECT {ds}, {day}, d.source_file, d.source_row, ARRAY[{reason}],
-                       jsonb_build_object({payload_cols})
-                FROM d RETURNING source_file
-            )
-            SELECT source_file, count(*) FROM q GROUP BY source_file"""
-        )
+        removed: Counter[str] = Counter()
         candidates = self.candidates.get(ds.name)
         if candidates:
             self.conn.execute(
@@ -765,9 +774,8 @@ class _DayLoader:
             )
             self.conn.execute("TRUNCATE _candidates")
             warehouse.copy_arrow(self.conn, "pg_temp._candidates", pa.concat_tables(candidates))
-            run(
-                sql.SQL(
-                    """
+            deleting = sql.SQL(
+                """
                 WITH d AS (
                     DELETE FROM {stage} s USING _candidates c
                     WHERE s.event_key = c.event_key
@@ -779,21 +787,13 @@ class _DayLoader:
                             AND (o.source_file, o.source_row) < (s.source_file, s.source_row))
                     RETURNING s.*
                 )"""
-                ).format(stage=stage, key=key)
-                + quarantine.format(
-                    qstage=qstage,
-                    ds=sql.Literal(ds.name),
-                    day=sql.Literal(self.day),
-                    reason=sql.Literal(contract.DUPLICATE_REASON),
-                    payload_cols=payload_cols,
-                )
-            )
+            ).format(stage=stage, key=key)
+            removed.update(self._quarantine_deleted(ds, deleting, contract.DUPLICATE_REASON))
         # Already accepted on another day: the first day to accept an id keeps it. The two
         # ranges (not NOT(in day)) let the planner prune the day being replaced.
         low, high = warehouse.day_bounds(self.day)
-        run(
-            sql.SQL(
-                """
+        deleting = sql.SQL(
+            """
             WITH d AS (
                 DELETE FROM {stage} s
                 WHERE EXISTS (
@@ -803,34 +803,23 @@ class _DayLoader:
                 )
                 RETURNING s.*
             )"""
-            ).format(
-                stage=stage,
-                parent=warehouse.qualified(ds.raw_table),
-                key=key,
-                tcol=sql.Identifier(ds.time_column),
-                low=sql.Literal(low),
-                high=sql.Literal(high),
-            )
-            + quarantine.format(
-                qstage=qstage,
-                ds=sql.Literal(ds.name),
-                day=sql.Literal(self.day),
-                reason=sql.Literal(contract.DUPLICATE_REASON + " on another day"),
-                payload_cols=payload_cols,
-            )
+        ).format(
+            stage=stage,
+            parent=warehouse.qualified(ds.raw_table),
+            key=key,
+            tcol=sql.Identifier(ds.time_column),
+            low=sql.Literal(low),
+            high=sql.Literal(high),
         )
-        return removed
+        removed.update(
+            self._quarantine_deleted(ds, deleting, contract.DUPLICATE_REASON + " on another day")
+        )
+        return dict(removed)
 
     def settle_key_duplicates(self, ds: Dataset) -> dict[str, int]:
         """Dimensions: a key repeated in one day's delivery keeps its last row (by file, then
         row); the others are quarantined. Returns the rows removed per source file."""
-        stage = warehouse.qualified(_stage_name(ds, self.day))
-        qstage = warehouse.qualified(_quarantine_stage(self.day))
-        key = sql.Identifier(ds.key)
-        payload_cols = sql.SQL(", ").join(
-            sql.SQL("{0}, d.{1}").format(sql.Literal(c), sql.Identifier(c)) for c in ds.column_names
-        )
-        query = sql.SQL(
+        deleting = sql.SQL(
             """
             WITH dup_keys AS (
                 SELECT {key} FROM {stage} GROUP BY {key} HAVING count(*) > 1
@@ -842,33 +831,22 @@ class _DayLoader:
                 DELETE FROM {stage} s USING ranked r
                 WHERE s.ctid = r.tid AND r.rn > 1
                 RETURNING s.*
-            ), q AS (
-                INSERT INTO {qstage} (dataset, dt, source_file, source_row, reasons, payload)
-                SELECT {ds}, {day}, d.source_file, d.source_row, ARRAY[{reason}],
-                       jsonb_build_object({payload_cols})
-                FROM d RETURNING source_file
-            )
-            SELECT source_file, count(*) FROM q GROUP BY source_file
-            """
-        ).format(
-            key=key,
-            stage=stage,
-            qstage=qstage,
-            ds=sql.Literal(ds.name),
-            day=sql.Literal(self.day),
-            reason=sql.Literal(contract.DUPLICATE_KEY_REASON.format(key=ds.key)),
-            payload_cols=payload_cols,
+            )"""
+        ).format(key=sql.Identifier(ds.key), stage=warehouse.qualified(_stage_name(ds, self.day)))
+        return self._quarantine_deleted(
+            ds, deleting, contract.DUPLICATE_KEY_REASON.format(key=ds.key)
         )
-        return dict(self.conn.execute(query).fetchall())
 
-    def count_by_file(self, table: str, ds: Dataset | None = None) -> dict[str, int]:
-        query = sql.SQL("SELECT source_file, count(*) FROM {}").format(warehouse.qualified(table))
-        params: tuple = ()
-        if ds is not None:
-            query += sql.SQL(" WHERE dataset = %s")
-            params = (ds.name,)
-        query += sql.SQL(" GROUP BY source_file")
-        return {f: c for f, c in self.conn.execute(query, params)}
+    def quarantined_by_file(self, ds: Dataset) -> dict[str, int]:
+        """Rows of ``ds`` in the day's quarantine stage, per source file."""
+        return dict(
+            self.conn.execute(
+                sql.SQL(
+                    "SELECT source_file, count(*) FROM {} WHERE dataset = %s GROUP BY source_file"
+                ).format(warehouse.qualified(_quarantine_stage(self.day))),
+                (ds.name,),
+            ).fetchall()
+        )
 
     def index_event_stage(self, ds: Dataset) -> None:
         """Give the stage the parent's indexes: duplicate checks use them, ATTACH reuses them."""
@@ -1036,7 +1014,7 @@ def ingest_day(
                     removed = loader.settle_event_duplicates(ds)
                 else:
                     removed = loader.settle_key_duplicates(ds)
-                quarantined = loader.count_by_file(_quarantine_stage(day), ds)
+                quarantined = loader.quarantined_by_file(ds)
                 for stats in res.files:
                     # accepted = what the server reported COPYed, less duplicates removed
                     stats.rows_accepted = loader.copied.get(stats.source_file, 0) - removed.get(
