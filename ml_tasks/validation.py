@@ -60,7 +60,7 @@ REFERENCE_FLAGS = {"users": "unknown_user", "tracks": "unknown_track"}
 DOCS_INDEX_LIMIT = 400
 #: Unexpected values kept per failed expectation (results and messages stay short).
 EXAMPLES_PER_FAILURE = 5
-_RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": EXAMPLES_PER_FAILURE}
+RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": EXAMPLES_PER_FAILURE}
 
 
 # --------------------------------------------------------------------------- results
@@ -469,7 +469,7 @@ def open_context(artifacts: Path, warehouse_url: str) -> FileDataContext:
     return context
 
 
-def _datasource(context: FileDataContext):
+def warehouse_datasource(context: FileDataContext):
     template = "${" + URL_VARIABLE + "}"
     try:
         ds = context.data_sources.get(DATASOURCE_NAME)
@@ -523,7 +523,7 @@ def _validation_definition(
     )
 
 
-def _docs_path(context: FileDataContext, identifier) -> str | None:
+def docs_path(context: FileDataContext, identifier) -> str | None:
     for site in context.get_docs_sites_urls(resource_identifier=identifier):
         url = site.get("site_url")
         if url and url.startswith("file://"):
@@ -531,7 +531,7 @@ def _docs_path(context: FileDataContext, identifier) -> str | None:
     return None
 
 
-def _dispose_engines(ds) -> None:
+def dispose_engines(ds) -> None:
     with contextlib.suppress(Exception):
         ds.get_execution_engine().engine.dispose()
     with contextlib.suppress(Exception):
@@ -695,7 +695,7 @@ def record_results(dsn: str, validation: DayValidation) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
-def _safe_run_name(run_id: str) -> str:
+def safe_run_name(run_id: str) -> str:
     """A run id usable as a directory name in the GX stores and Data Docs."""
     return re.sub(r"[^A-Za-z0-9._+=-]+", "_", run_id).strip("_") or "run"
 
@@ -748,20 +748,20 @@ def validate_day(
     _require_ingested(target, day, datasets)
     ingest_totals = _ingest_totals(target, day)
     now = datetime.now(UTC)
-    gx_run = RunIdentifier(run_name=f"{day.isoformat()}__{_safe_run_name(run_id)}", run_time=now)
+    gx_run = RunIdentifier(run_name=f"{day.isoformat()}__{safe_run_name(run_id)}", run_time=now)
 
     outcomes: list[tuple[Dataset, ExpectationSuiteValidationResult, ValidationResultIdentifier]]
     outcomes = []
     docs: dict[str, str | None] = {}
     with project_lock(artifacts):
         context = open_context(artifacts, warehouse.sqlalchemy_url(target))
-        ds = _datasource(context)
+        ds = warehouse_datasource(context)
         try:
             for dataset in datasets:
                 t0 = timer.perf_counter()
                 suite = build_suite(dataset, day, tolerance, now=now)
                 definition = _validation_definition(context, ds, dataset, day, run_id, suite)
-                result = definition.run(run_id=gx_run, result_format=_RESULT_FORMAT)
+                result = definition.run(run_id=gx_run, result_format=RESULT_FORMAT)
                 key = ValidationResultIdentifier(
                     expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name),
                     run_id=gx_run,
@@ -777,13 +777,13 @@ def validate_day(
                     timer.perf_counter() - t0,
                 )
         finally:
-            _dispose_engines(ds)
+            dispose_engines(ds)
         t0 = timer.perf_counter()
         identifiers: list = [key for _, _, key in outcomes]
         identifiers += [key.expectation_suite_identifier for _, _, key in outcomes]
         context.build_data_docs(resource_identifiers=identifiers)
         for dataset, _, key in outcomes:
-            docs[dataset.name] = _docs_path(context, key)
+            docs[dataset.name] = docs_path(context, key)
         log.info("built Data Docs in %.2f s", timer.perf_counter() - t0)
 
     validation = DayValidation(

@@ -1,0 +1,267 @@
+"""Build one feature day in the warehouse (the ``features_daily`` DAG and ``encore features``).
+
+Two layers, each table-day replaced atomically (stage table, then a partition swap in one
+transaction):
+
+- ``features.user_activity_daily`` and ``features.track_activity_daily``: what happened on
+  one UTC day, a pure function of that day's raw partitions, the catalogue as of the day
+  and the day's fraud flags;
+- ``features.user_daily`` and ``features.track_daily``: windows over the activity layer,
+  as of the end of the day, stamped ``feature_ts`` = the day's last microsecond.
+
+Building day D rebuilds D's activity, and any activity day of D's window that is missing or
+older than its inputs (a re-ingested raw day, new fraud flags), so days can be built in any
+order and a backfill converges. The SQL lives in ``sql/features/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from ml_tasks import warehouse
+from ml_tasks.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+#: Longest window any feature reads, in days (user features: 30 days ending on D).
+WINDOW_DAYS = 30
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """A daily feature table built from one SQL file."""
+
+    name: str
+    sql_file: str
+    time_column: str
+    #: Tables whose freshness also depends on the day's fraud flags.
+    uses_fraud_flags: bool = False
+    #: The query reads the temporary ``catalogue`` table (catalogue as of the day).
+    uses_catalogue: bool = False
+
+
+USER_ACTIVITY = FeatureTable(
+    "features.user_activity_daily", "user_activity_daily.sql", "dt", uses_catalogue=True
+)
+TRACK_ACTIVITY = FeatureTable(
+    "features.track_activity_daily", "track_activity_daily.sql", "dt", uses_fraud_flags=True
+)
+USER_DAILY = FeatureTable("features.user_daily", "user_daily.sql", "feature_ts")
+TRACK_DAILY = FeatureTable(
+    "features.track_daily", "track_daily.sql", "feature_ts", uses_catalogue=True
+)
+ACTIVITY_TABLES = (USER_ACTIVITY, TRACK_ACTIVITY)
+DAILY_TABLES = (USER_DAILY, TRACK_DAILY)
+
+
+class FeaturesNotReady(RuntimeError):
+    """The raw data a feature day needs is not in the warehouse (yet)."""
+
+
+@dataclass
+class FeatureDayResult:
+    """What a feature build wrote."""
+
+    day: date
+    run_id: str
+    rows: dict[str, int] = field(default_factory=dict)
+    rebuilt: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-friendly summary (CLI output, XCom)."""
+        return {
+            "day": self.day.isoformat(),
+            "run_id": self.run_id,
+            "rows": self.rows,
+            "rebuilt_activity_days": self.rebuilt,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def feature_ts(day: date) -> datetime:
+    """The event timestamp of feature day ``day``: its last microsecond (UTC)."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1, microseconds=-1)
+
+
+@cache
+def _query_text(sql_file: str) -> str:
+    path: Path = get_settings().sql_dir / "features" / sql_file
+    return path.read_text()
+
+
+def _inputs_as_of(conn: psycopg.Connection, first: date, last: date) -> dict[date, dict]:
+    """Per raw day in [first, last]: when its latest ingest and fraud flags were committed."""
+    ingested = dict(
+        conn.execute(
+            "SELECT dt, max(finished_at) FROM raw.ingest_runs WHERE dt BETWEEN %s AND %s"
+            " GROUP BY dt",
+            (first, last),
+        ).fetchall()
+    )
+    flagged = dict(
+        conn.execute(
+            "SELECT dt, max(scored_at) FROM monitoring.stream_anomalies"
+            " WHERE dt BETWEEN %s AND %s GROUP BY dt",
+            (first, last),
+        ).fetchall()
+    )
+    return {
+        day: {"ingest": at, "flags": flagged.get(day)}
+        for day, at in ingested.items()
+        if conn.execute(
+            "SELECT to_regclass(%s)", (warehouse.partition_name("raw.listening_events", day),)
+        ).fetchone()[0]
+        is not None
+    }
+
+
+def _as_of(table: FeatureTable, inputs: dict) -> datetime:
+    stamps = [inputs["ingest"]]
+    if table.uses_fraud_flags and inputs["flags"] is not None:
+        stamps.append(inputs["flags"])
+    return max(stamps)
+
+
+def stale_activity_days(
+    conn: psycopg.Connection, table: FeatureTable, inputs: dict[date, dict]
+) -> list[date]:
+    """Raw days whose activity rows are missing or older than their inputs."""
+    built = dict(
+        conn.execute(
+            "SELECT dt, inputs_as_of FROM features.build_log WHERE table_name = %s"
+            " AND dt = ANY(%s)",
+            (table.name, list(inputs)),
+        ).fetchall()
+    )
+    return sorted(
+        day
+        for day, stamp in inputs.items()
+        if built.get(day) is None or built[day] < _as_of(table, stamp)
+    )
+
+
+def _make_catalogue(conn: psycopg.Connection, day: date) -> None:
+    """Temporary table ``catalogue``: the latest version of every track delivered by ``day``."""
+    conn.execute("DROP TABLE IF EXISTS pg_temp.catalogue")
+    conn.execute(
+        "CREATE TEMPORARY TABLE catalogue ON COMMIT DROP AS"
+        " SELECT DISTINCT ON (track_id) track_id, artist_id, album_id, release_date,"
+        " duration_ms, genre, explicit, preview_path"
+        " FROM raw.track_versions WHERE dt <= %s ORDER BY track_id, dt DESC",
+        (day,),
+    )
+    conn.execute("ALTER TABLE pg_temp.catalogue ADD PRIMARY KEY (track_id)")
+    conn.execute("ANALYZE pg_temp.catalogue")
+
+
+def build_table_day(
+    conn: psycopg.Connection,
+    table: FeatureTable,
+    day: date,
+    run_id: str,
+    inputs_as_of: datetime | None = None,
+) -> int:
+    """Compute ``table`` for ``day`` into a stage table and swap it in; returns its rows."""
+    started = time.perf_counter()
+    low, high = warehouse.day_bounds(day)
+    stage = f"{warehouse.partition_name(table.name, day)}_stage"
+    params = {
+        "day": day,
+        "lo": low,
+        "hi": high,
+        "feature_ts": feature_ts(day),
+        "run_id": run_id,
+    }
+    with conn.transaction():
+        # one builder per table-day at a time: racing runs serialize, the last one wins
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (warehouse.lock_key(stage),))
+        warehouse.create_day_stage(conn, table.name, stage, table.time_column, day)
+        if table.uses_catalogue:
+            _make_catalogue(conn, day)
+        query = sql.SQL(_query_text(table.sql_file)).format(stage=warehouse.qualified(stage))
+        rows = conn.execute(query, params).rowcount
+        conn.execute(sql.SQL("ANALYZE {}").format(warehouse.qualified(stage)))
+        warehouse.swap_day_partition(conn, table.name, stage, day)
+        seconds = time.perf_counter() - started
+        conn.execute(
+            "INSERT INTO features.build_log (table_name, dt, run_id, rows, inputs_as_of,"
+            " seconds, built_at) VALUES (%s, %s, %s, %s, %s, %s, now())"
+            " ON CONFLICT (table_name, dt) DO UPDATE SET run_id = excluded.run_id,"
+            " rows = excluded.rows, inputs_as_of = excluded.inputs_as_of,"
+            " seconds = excluded.seconds, built_at = excluded.built_at",
+            (table.name, day, run_id, rows, inputs_as_of, seconds),
+        )
+    log.info("built %s for %s: %d rows in %.2f s", table.name, day, rows, seconds)
+    return rows
+
+
+def build_day(day: date, *, run_id: str, dsn: str | None = None) -> FeatureDayResult:
+    """Build every feature table for ``day`` (rebuilding stale activity days of its window).
+
+    Raises :class:`FeaturesNotReady` when ``day`` itself has not been ingested.
+    """
+    started = time.perf_counter()
+    target = warehouse.ensure_migrated(dsn)
+    result = FeatureDayResult(day=day, run_id=run_id)
+    first = day - timedelta(days=WINDOW_DAYS - 1)
+    with warehouse.connect(target) as conn:
+        inputs = _inputs_as_of(conn, first, day)
+        if day not in inputs:
+            raise FeaturesNotReady(
+                f"cannot build features for {day}: its listening events are not in the"
+                f" warehouse; ingest the day first (encore ingest --date {day})"
+            )
+        for table in ACTIVITY_TABLES:
+            todo = sorted(set(stale_activity_days(conn, table, inputs)) | {day})
+            for activity_day in todo:
+                rows = build_table_day(
+                    conn, table, activity_day, run_id, _as_of(table, inputs[activity_day])
+                )
+                if activity_day == day:
+                    result.rows[table.name] = rows
+                else:
+                    result.rebuilt.append(f"{table.name}:{activity_day.isoformat()}")
+        for table in DAILY_TABLES:
+            result.rows[table.name] = build_table_day(conn, table, day, run_id)
+    result.seconds = time.perf_counter() - started
+    log.info(
+        "feature day %s built in %.2f s (%d stale activity days rebuilt)",
+        day,
+        result.seconds,
+        len(result.rebuilt),
+    )
+    return result
+
+
+def raw_day_ready(day: date, dsn: str | None = None) -> tuple[bool, str]:
+    """Whether ``day``'s raw data is ingested and passed validation after its latest ingest.
+
+    Returns (ready, why not).
+    """
+    with warehouse.connect(warehouse.ensure_migrated(dsn)) as conn:
+        ingested = conn.execute(
+            "SELECT max(finished_at) FROM raw.ingest_runs WHERE dt = %s", (day,)
+        ).fetchone()[0]
+        if ingested is None:
+            return False, f"{day} has not been ingested"
+        rows = conn.execute(
+            "SELECT DISTINCT ON (suite) suite, success FROM monitoring.validation_results"
+            " WHERE dt = %s AND suite LIKE 'raw.%%' AND validated_at >= %s"
+            " ORDER BY suite, validated_at DESC",
+            (day, ingested),
+        ).fetchall()
+    if not rows:
+        return False, f"{day} has not been validated since its last ingest"
+    failed = [suite for suite, success in rows if not success]
+    if failed:
+        return False, f"{day} failed validation: {', '.join(failed)}"
+    return True, ""
