@@ -128,6 +128,39 @@ def cmd_validate(args: argparse.Namespace) -> None:
     _print(out if len(out) > 1 else out[0])
 
 
+def cmd_features(args: argparse.Namespace) -> None:
+    from ml_tasks import feature_validation, features
+
+    out = []
+    for day in _days(args):
+        run_id = args.run_id or f"cli-features-{day.isoformat()}"
+        result = features.build_day(day, run_id=run_id, dsn=args.dsn).to_dict()
+        if not args.skip_validation:
+            report = feature_validation.validate_features(day, run_id=run_id, dsn=args.dsn)
+            result["validation"] = {r.suite: r.data_docs_path for r in report.reports}
+        if not args.skip_materialize:
+            from ml_tasks import feature_store
+
+            feature_store.apply(dsn=args.dsn)
+            result["materialized"] = feature_store.materialize_day(day, dsn=args.dsn)
+        out.append(result)
+    _print(out if len(out) > 1 else out[0])
+
+
+def cmd_feast(args: argparse.Namespace) -> None:
+    from ml_tasks import feature_store
+
+    if args.action == "apply":
+        _print(feature_store.apply(dsn=args.dsn))
+        return
+    if args.date is None:
+        raise CliError("feast materialize needs --date")
+    out = [
+        feature_store.materialize_day(day, dsn=args.dsn, method=args.method) for day in _days(args)
+    ]
+    _print(out if len(out) > 1 else out[0])
+
+
 def cmd_warehouse(args: argparse.Namespace) -> None:
     from ml_tasks import warehouse
     from ml_tasks.settings import get_settings
@@ -227,6 +260,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("validate", cmd_validate, "run the Great Expectations suites on raw day(s)")
     add_days(p)
+    add_dsn(p)
+
+    p = add(
+        "features",
+        cmd_features,
+        "build, validate and materialize feature day(s) (what features_daily runs)",
+    )
+    add_days(p)
+    add_dsn(p)
+    p.add_argument("--skip-validation", action="store_true", help="do not run the GX suites")
+    p.add_argument(
+        "--skip-materialize", action="store_true", help="do not load the Feast online store"
+    )
+
+    p = add("feast", cmd_feast, "Feast: apply the feature repo, or materialize day(s)")
+    p.add_argument("action", choices=["apply", "materialize"])
+    p.add_argument("--date", type=_date, help="first UTC day to materialize, YYYY-MM-DD")
+    p.add_argument("--through", type=_date, help="last day of a range (inclusive)")
+    p.add_argument(
+        "--method",
+        choices=["bulk", "feast"],
+        default="bulk",
+        help="bulk COPY into Feast's online tables (default) or Feast's own materialize",
+    )
     add_dsn(p)
 
     p = add("warehouse", cmd_warehouse, "embedded warehouse: dsn, status, stop")

@@ -14,6 +14,8 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -101,6 +103,76 @@ def warehouse_dsn(
         conn.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                 sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    dsn = warehouse.with_database(pg_admin, name)
+    monkeypatch.setenv("WAREHOUSE_DSN", dsn)
+    yield dsn
+    _drop(pg_admin, name)
+
+
+@dataclass(frozen=True)
+class World:
+    """A small simulated world, ingested and featurized, kept as a template database."""
+
+    template: str
+    landing: Path
+    truth: Path
+    start: date
+    days: int
+
+    @property
+    def last_day(self) -> date:
+        return self.start + timedelta(days=self.days - 1)
+
+
+WORLD_START = date(2026, 10, 1)
+WORLD_DAYS = 10
+
+
+@pytest.fixture(scope="session")
+def world(pg_admin: str, template_db: str, tmp_path_factory) -> Iterator[World]:
+    """800 users, 200 tracks, 10 days: ingested and with features built for every day."""
+    from ml_tasks import features
+    from ml_tasks.ingest import ingest_day
+    from ml_tasks.simulate import simulate_world
+
+    base = tmp_path_factory.mktemp("world")
+    landing = base / "landing"
+    simulate_world(
+        landing,
+        users=800,
+        tracks=200,
+        start=WORLD_START,
+        days=WORLD_DAYS,
+        seed=11,
+        preview_share=0.0,
+    )
+    name = f"encore_world_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    dsn = warehouse.with_database(pg_admin, name)
+    for offset in range(WORLD_DAYS):
+        day = WORLD_START + timedelta(days=offset)
+        ingest_day(day, run_id="world", dsn=dsn, landing_root=landing)
+    for offset in range(WORLD_DAYS):
+        features.build_day(WORLD_START + timedelta(days=offset), run_id="world", dsn=dsn)
+    yield World(name, landing, Path(f"{landing}_truth"), WORLD_START, WORLD_DAYS)
+    _drop(pg_admin, name)
+
+
+@pytest.fixture
+def world_dsn(pg_admin: str, world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A private copy of the simulated world's database; ``WAREHOUSE_DSN`` points at it."""
+    name = f"encore_w_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(world.template)
             )
         )
     dsn = warehouse.with_database(pg_admin, name)

@@ -47,3 +47,38 @@ class LandingDaySensor(BaseSensorOperator):
                 f"landing day {run_day(context)} still incomplete after {self.timeout}s: "
                 f"no _SUCCESS in {', '.join(missing) or '(now complete)'}"
             ) from exc
+
+
+class RawDayReadySensor(BaseSensorOperator):
+    """Waits until the run's day is ingested and passed validation after its latest ingest.
+
+    Lets a downstream DAG run alone for a day (a backfill, a manual run) without racing the
+    ingest of that day. On timeout the failure says what is missing.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", timedelta(minutes=2))
+        kwargs.setdefault("timeout", timedelta(hours=8))
+        super().__init__(**kwargs)
+
+    def _state(self, context: Any) -> tuple[bool, str]:
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks.features import raw_day_ready
+
+        return raw_day_ready(run_day(context), dsn=WarehouseHook().get_dsn())
+
+    def poke(self, context: Any) -> bool:
+        ready, why = self._state(context)
+        if not ready:
+            self.log.info("waiting: %s", why)
+        return ready
+
+    def execute(self, context: Any) -> Any:
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as exc:
+            _, why = self._state(context)
+            raise AirflowSensorTimeout(
+                f"raw day {run_day(context)} not ready after {self.timeout}s: {why or 'now ready'}"
+            ) from exc

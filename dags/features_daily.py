@@ -1,0 +1,100 @@
+"""
+### features_daily
+
+Computes one UTC day of features, validates them, and loads them into Feast's online store.
+
+1. **wait_for_raw_day** waits (reschedule mode) until the day is ingested and its raw
+   validation passed after the latest ingest, so the DAG can run alone for any day.
+2. **build** runs the feature SQL (`sql/features/`): the day's activity tables (plus any
+   stale or missing activity day of the 30-day window), then `features.user_daily` and
+   `features.track_daily`, each day swapped in atomically (`encore features --date D`
+   runs the same code).
+3. **validate** runs the GX suites on the day's feature partitions (row counts against the
+   raw populations, ranges, nulls, window order); nothing downstream reads a failed day.
+4. **materialize** applies the Feast repo (idempotent) and materializes exactly the day's
+   interval into the online store, then emits the `encore_features_day` asset.
+
+Re-running a day, or backfilling a range in any order, leaves the same state.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, Asset, Param, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from encore_airflow.common import DEFAULT_ARGS, START_DATE, Tag, run_day
+from encore_airflow.sensors import RawDayReadySensor
+
+FEATURES_DAY = Asset(name="encore_features_day", uri="encore://warehouse/features")
+
+with DAG(
+    dag_id="features_daily",
+    description="Build, validate and materialize one UTC day of features",
+    doc_md=__doc__,
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=4,
+    default_args=DEFAULT_ARGS,
+    tags=[Tag.FEATURES, Tag.DAILY],
+    params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="UTC day to build (manual runs without a data interval)",
+        )
+    },
+    dagrun_timeout=timedelta(hours=8),
+) as dag:
+    wait_for_raw_day = RawDayReadySensor(task_id="wait_for_raw_day")
+
+    @task
+    def build() -> dict:
+        """Build the run's feature day (see ml_tasks.features.build_day)."""
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks.features import build_day
+
+        context = get_current_context()
+        result = build_day(
+            run_day(context), run_id=context["run_id"], dsn=WarehouseHook().get_dsn()
+        )
+        return result.to_dict()
+
+    @task
+    def validate(built: dict) -> dict:
+        """Run the feature suites; fail with a readable summary."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks.feature_validation import validate_features
+        from ml_tasks.validation import ValidationFailed
+
+        context = get_current_context()
+        try:
+            report = validate_features(
+                run_day(context), run_id=context["run_id"], dsn=WarehouseHook().get_dsn()
+            )
+        except ValidationFailed as exc:  # the data is wrong: retrying cannot help
+            raise AirflowFailException(str(exc)) from exc
+        return {**built, "validated": [r.suite for r in report.reports]}
+
+    @task(outlets=[FEATURES_DAY])
+    def materialize(validated: dict) -> dict:
+        """Apply the Feast repo, then load exactly this day into the online store."""
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks import feature_store
+
+        context = get_current_context()
+        day = run_day(context)
+        dsn = WarehouseHook().get_dsn()
+        feature_store.apply(dsn=dsn)
+        loaded = feature_store.materialize_day(day, dsn=dsn)
+        context["outlet_events"][FEATURES_DAY].extra = {"day": day.isoformat()}
+        return {"day": day.isoformat(), "rows": validated["rows"], "materialized": loaded}
+
+    built = build()
+    wait_for_raw_day >> built
+    materialize(validate(built))
