@@ -68,6 +68,11 @@ class Settings:
         return self.sql_dir / "migrations"
 
     @property
+    def config_dir(self) -> Path:
+        """Versioned YAML configuration (models, gates, interventions): ``config/``."""
+        return self.home / "config"
+
+    @property
     def uses_embedded_warehouse(self) -> bool:
         return not self.warehouse_dsn
 
