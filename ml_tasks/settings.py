@@ -49,6 +49,7 @@ class Settings:
     env: str
     ingest_chunk_rows: int
     quarantine_tolerance: float
+    score_chunk_users: int = 100_000
 
     @property
     def var_dir(self) -> Path:
@@ -120,4 +121,5 @@ def get_settings() -> Settings:
         env=env,
         ingest_chunk_rows=_int_env("ENCORE_INGEST_CHUNK_ROWS", 100_000, minimum=1000),
         quarantine_tolerance=_float_env("ENCORE_QUARANTINE_TOLERANCE", 0.05, 0.0, 1.0),
+        score_chunk_users=_int_env("ENCORE_SCORE_CHUNK_USERS", 100_000, minimum=100),
     )
