@@ -265,3 +265,30 @@ def raw_day_ready(day: date, dsn: str | None = None) -> tuple[bool, str]:
     if failed:
         return False, f"{day} failed validation: {', '.join(failed)}"
     return True, ""
+
+
+def feature_day_ready(day: date, dsn: str | None = None) -> tuple[bool, str]:
+    """Whether feature day ``day`` is built and passed validation after its latest build.
+
+    Returns (ready, why not).
+    """
+    with warehouse.connect(warehouse.ensure_migrated(dsn)) as conn:
+        built = conn.execute(
+            "SELECT min(built_at) FROM features.build_log WHERE dt = %s AND table_name = ANY(%s)"
+            " HAVING count(*) = %s",
+            (day, [t.name for t in DAILY_TABLES], len(DAILY_TABLES)),
+        ).fetchone()
+        if built is None:
+            return False, f"features of {day} have not been built"
+        rows = conn.execute(
+            "SELECT DISTINCT ON (suite) suite, success FROM monitoring.validation_results"
+            " WHERE dt = %s AND suite = ANY(%s) AND validated_at >= %s"
+            " ORDER BY suite, validated_at DESC",
+            (day, [t.name for t in DAILY_TABLES], built[0]),
+        ).fetchall()
+    if len(rows) < len(DAILY_TABLES):
+        return False, f"features of {day} have not been validated since they were built"
+    failed = [suite for suite, success in rows if not success]
+    if failed:
+        return False, f"features of {day} failed validation: {', '.join(failed)}"
+    return True, ""

@@ -177,6 +177,16 @@ COMMENT ON COLUMN ml.schema_migrations.checksum IS
     'sha256 of the file when applied; an edited applied migration is refused.';
 COMMENT ON COLUMN ml.schema_migrations.applied_at IS 'When it was applied.';
 COMMENT ON COLUMN ml.schema_migrations.duration_ms IS 'How long it took.';
+CREATE TABLE IF NOT EXISTS ml.view_definitions (
+    name       text PRIMARY KEY,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE ml.view_definitions IS
+    'Analyst view files (sql/views/*.sql) as last applied: re-applied when a file changes.';
+COMMENT ON COLUMN ml.view_definitions.name IS 'View file name.';
+COMMENT ON COLUMN ml.view_definitions.checksum IS 'sha256 of the file when applied.';
+COMMENT ON COLUMN ml.view_definitions.applied_at IS 'When it was applied.';
 """
 
 
@@ -222,7 +232,29 @@ def migrate(conn: psycopg.Connection, directory: Path | None = None) -> list[Mig
                 raise MigrationError(f"migration {mig.path.name} failed: {exc}") from exc
             log.info("applied migration %s", mig.path.name)
             applied_now.append(mig)
+        _apply_views(conn, directory.parent / "views")
     return applied_now
+
+
+def _apply_views(conn: psycopg.Connection, directory: Path) -> None:
+    """(Re)create the analyst views of every ``sql/views`` file that changed, atomically."""
+    recorded = dict(conn.execute("SELECT name, checksum FROM ml.view_definitions").fetchall())
+    for path in sorted(directory.glob("*.sql")):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if recorded.get(path.name) == digest:
+            continue
+        try:
+            with conn.transaction():
+                conn.execute(path.read_text(encoding="utf-8"))
+                conn.execute(
+                    "INSERT INTO ml.view_definitions (name, checksum) VALUES (%s, %s)"
+                    " ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum,"
+                    " applied_at = now()",
+                    (path.name, digest),
+                )
+        except psycopg.Error as exc:
+            raise MigrationError(f"view file {path.name} failed: {exc}") from exc
+        log.info("applied views %s", path.name)
 
 
 def ensure_migrated(dsn: str | None = None) -> str:

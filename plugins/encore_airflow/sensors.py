@@ -49,24 +49,31 @@ class LandingDaySensor(BaseSensorOperator):
             ) from exc
 
 
-class RawDayReadySensor(BaseSensorOperator):
-    """Waits until the run's day is ingested and passed validation after its latest ingest.
+class DayReadySensor(BaseSensorOperator):
+    """Waits until a warehouse check says the run's day is ready for this DAG.
 
-    Lets a downstream DAG run alone for a day (a backfill, a manual run) without racing the
-    ingest of that day. On timeout the failure says what is missing.
+    ``check`` names a function ``(day, dsn) -> (ready, why_not)`` in ``ml_tasks``. Lets a
+    downstream DAG run alone for a day (a backfill, a manual run) without racing the DAG
+    upstream of it. On timeout the failure says what is missing.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    check: str = ""
+
+    def __init__(self, *, check: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("poke_interval", timedelta(minutes=2))
         kwargs.setdefault("timeout", timedelta(hours=8))
         super().__init__(**kwargs)
+        self.check = check or self.check
 
     def _state(self, context: Any) -> tuple[bool, str]:
-        from encore_airflow.hooks import WarehouseHook
-        from ml_tasks.features import raw_day_ready
+        import importlib
 
-        return raw_day_ready(run_day(context), dsn=WarehouseHook().get_dsn())
+        from encore_airflow.hooks import WarehouseHook
+
+        module, name = self.check.split(":")
+        func = getattr(importlib.import_module(module), name)
+        return func(run_day(context), dsn=WarehouseHook().get_dsn())
 
     def poke(self, context: Any) -> bool:
         ready, why = self._state(context)
@@ -80,5 +87,17 @@ class RawDayReadySensor(BaseSensorOperator):
         except AirflowSensorTimeout as exc:
             _, why = self._state(context)
             raise AirflowSensorTimeout(
-                f"raw day {run_day(context)} not ready after {self.timeout}s: {why or 'now ready'}"
+                f"day {run_day(context)} not ready after {self.timeout}s: {why or 'now ready'}"
             ) from exc
+
+
+class RawDayReadySensor(DayReadySensor):
+    """Waits until the day is ingested and passed validation after its latest ingest."""
+
+    check = "ml_tasks.features:raw_day_ready"
+
+
+class FeatureDayReadySensor(DayReadySensor):
+    """Waits until the day's features are built and passed validation after that build."""
+
+    check = "ml_tasks.features:feature_day_ready"
