@@ -187,3 +187,38 @@ def test_dag_run_fails_when_landing_never_completes(
     assert states["ingest"] == "upstream_failed"
     with warehouse.connect(warehouse_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM raw.ingest_runs").fetchone()[0] == 0
+
+
+def test_features_daily_builds_validates_and_materializes_a_day(
+    airflow_db, dagbag, world, world_dsn
+) -> None:
+    from ml_tasks import feature_store, features
+    from ml_tasks.validation import validate_day
+
+    day = world.last_day
+    validate_day(day, run_id="raw", dsn=world_dsn)  # what ingest_daily's validate does
+    dag = dagbag.get_dag("features_daily")
+    run = run_day_with_dag_test(dag, day)
+    assert str(run.state) == "success", _task_states(run)
+    assert features.feature_day_ready(day, dsn=world_dsn) == (True, "")
+    with warehouse.connect(world_dsn) as conn:
+        built = dict(
+            conn.execute(
+                "SELECT table_name, run_id FROM features.build_log WHERE dt = %s", (day,)
+            ).fetchall()
+        )
+        logged = conn.execute(
+            "SELECT count(*), sum(rows) FROM monitoring.feature_materializations WHERE dt = %s",
+            (day,),
+        ).fetchone()
+        users = conn.execute(
+            "SELECT user_id FROM features.user_daily WHERE dt = %s ORDER BY user_id LIMIT 3",
+            (day,),
+        ).fetchall()
+    assert set(built.values()) == {run.run_id}
+    assert logged[0] == 5 and logged[1] > 0
+    online = feature_store.online_features(
+        "churn_v1", [{"user_id": int(u)} for (u,) in users], dsn=world_dsn
+    )
+    assert online["user_id"] == [int(u) for (u,) in users]
+    assert all(v is not None for v in online["plays_30d"])
