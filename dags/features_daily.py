@@ -5,13 +5,15 @@ Computes one UTC day of features, validates them, and loads them into Feast's on
 
 1. **wait_for_raw_day** waits (reschedule mode) until the day is ingested and its raw
    validation passed after the latest ingest, so the DAG can run alone for any day.
-2. **build** runs the feature SQL (`sql/features/`): the day's activity tables (plus any
+2. **detect_fraud** scores the day's user behaviour with an Isolation Forest and replaces
+   the day's rows of `monitoring.stream_anomalies` (flagged plays leave track features).
+3. **build** runs the feature SQL (`sql/features/`): the day's activity tables (plus any
    stale or missing activity day of the 30-day window), then `features.user_daily` and
    `features.track_daily`, each day swapped in atomically (`encore features --date D`
    runs the same code).
-3. **validate** runs the GX suites on the day's feature partitions (row counts against the
+4. **validate** runs the GX suites on the day's feature partitions (row counts against the
    raw populations, ranges, nulls, window order); nothing downstream reads a failed day.
-4. **materialize** applies the Feast repo (idempotent) and materializes exactly the day's
+5. **materialize** applies the Feast repo (idempotent) and materializes exactly the day's
    interval into the online store, then emits the `encore_features_day` asset.
 
 Re-running a day, or backfilling a range in any order, leaves the same state.
@@ -52,7 +54,16 @@ with DAG(
     wait_for_raw_day = RawDayReadySensor(task_id="wait_for_raw_day")
 
     @task
-    def build() -> dict:
+    def detect_fraud() -> dict:
+        """Flag the day's stream-fraud user-days (see ml_tasks.fraud.detect_day)."""
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks.fraud import detect_day
+
+        context = get_current_context()
+        return detect_day(run_day(context), run_id=context["run_id"], dsn=WarehouseHook().get_dsn())
+
+    @task
+    def build(flags: dict) -> dict:
         """Build the run's feature day (see ml_tasks.features.build_day)."""
         from encore_airflow.hooks import WarehouseHook
         from ml_tasks.features import build_day
@@ -61,7 +72,7 @@ with DAG(
         result = build_day(
             run_day(context), run_id=context["run_id"], dsn=WarehouseHook().get_dsn()
         )
-        return result.to_dict()
+        return {**result.to_dict(), "fraud": flags}
 
     @task
     def validate(built: dict) -> dict:
@@ -95,6 +106,7 @@ with DAG(
         context["outlet_events"][FEATURES_DAY].extra = {"day": day.isoformat()}
         return {"day": day.isoformat(), "rows": validated["rows"], "materialized": loaded}
 
-    built = build()
-    wait_for_raw_day >> built
+    flags = detect_fraud()
+    wait_for_raw_day >> flags
+    built = build(flags)
     materialize(validate(built))

@@ -369,7 +369,25 @@ def _csv_friendly(data):
             naive = pc.cast(pc.cast(data.column(i), pa.timestamp(field.type.unit)), pa.string())
             text = pc.binary_join_element_wise(naive, pa.scalar("+00"), "")
             data = data.set_column(i, field.name, text)
+        elif pa.types.is_list(field.type) and pa.types.is_string(field.type.value_type):
+            data = data.set_column(i, field.name, _array_literals(data.column(i)))
     return data
+
+
+def _array_literals(column):
+    """list<string> as PostgreSQL array literals (``{"a","b"}``) for a ``text[]`` column."""
+    import pyarrow as pa
+
+    def literal(items: list[str | None] | None) -> str | None:
+        if items is None:
+            return None
+        quoted = (
+            "NULL" if x is None else '"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            for x in items
+        )
+        return "{" + ",".join(quoted) + "}"
+
+    return pa.array([literal(v) for v in column.to_pylist()], pa.string())
 
 
 def qualified(name: str) -> sql.Composed:

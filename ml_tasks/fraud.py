@@ -1,0 +1,179 @@
+"""Stream-fraud anomalies: an Isolation Forest over one day's user behaviour.
+
+For every user with at least ``min_plays`` plays on day D, the day's behaviour becomes a
+vector (plays per active hour, hours of the day with plays, repeat ratio, distinct tracks,
+the top track's share, plays just past the 30-second royalty threshold, and the absence of
+skips, likes and shares). An Isolation Forest fitted on that day's users scores each one;
+a user-day is flagged when its score reaches the configured threshold. Each row names the
+behaviours that stood out most (robust z-scores against the day's users).
+
+Flagged user-days are written to ``monitoring.stream_anomalies`` (the day replaced in one
+transaction); the track features and popularity targets leave their plays out.
+``features_daily`` runs it before the feature SQL; ``encore monitor --date D`` re-runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import yaml
+
+from ml_tasks import warehouse
+from ml_tasks.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+#: Behaviour columns, with how each is shown in reasons.
+BEHAVIOURS = {
+    "plays_per_hour": "plays per active hour",
+    "active_hours": "hours of the day with plays",
+    "repeat_ratio": "share of plays repeating a track already played that day",
+    "distinct_tracks": "distinct tracks",
+    "top_track_share": "share of plays on the most played track",
+    "near_threshold_share": "share of plays ending 30-35 s in (just past the royalty threshold)",
+    "no_skip": "no skips at all",
+    "no_like_or_share": "no likes or shares at all",
+}
+
+BEHAVIOUR_SQL = """
+SELECT user_id,
+       count(*) AS plays,
+       count(*)::float8 / count(DISTINCT extract(hour FROM played_at AT TIME ZONE 'UTC'))
+           AS plays_per_hour,
+       count(DISTINCT extract(hour FROM played_at AT TIME ZONE 'UTC')) AS active_hours,
+       1 - count(DISTINCT track_id)::float8 / count(*) AS repeat_ratio,
+       count(DISTINCT track_id) AS distinct_tracks,
+       avg((ms_played BETWEEN 30000 AND 35000)::int) AS near_threshold_share,
+       (count(*) FILTER (WHERE skipped) = 0)::int AS no_skip,
+       (count(*) FILTER (WHERE liked OR shared) = 0)::int AS no_like_or_share
+FROM raw.listening_events
+WHERE played_at >= %(lo)s AND played_at < %(hi)s
+GROUP BY user_id
+HAVING count(*) >= %(min_plays)s
+"""
+
+TOP_TRACK_SQL = """
+SELECT user_id, max(n)::float8 / sum(n) AS top_track_share
+FROM (SELECT user_id, track_id, count(*) AS n FROM raw.listening_events
+      WHERE played_at >= %(lo)s AND played_at < %(hi)s GROUP BY user_id, track_id) t
+GROUP BY user_id
+HAVING sum(n) >= %(min_plays)s
+"""
+
+
+@dataclass(frozen=True)
+class FraudConfig:
+    """Detector settings (``config/fraud.yaml``)."""
+
+    min_plays: int = 5
+    threshold: float = 0.69
+    n_estimators: int = 200
+    seed: int = 7
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> FraudConfig:
+        path = path or get_settings().config_dir / "fraud.yaml"
+        doc = yaml.safe_load(path.read_text()) or {}
+        unknown = set(doc) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path.name}: unknown setting(s) {sorted(unknown)}")
+        return cls(**doc)
+
+    @property
+    def version(self) -> str:
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        return f"isolation_forest-{digest[:10]}"
+
+
+def behaviour(dsn: str, day: date, min_plays: int) -> pd.DataFrame:
+    """One row per user with at least ``min_plays`` plays on ``day``."""
+    low, high = warehouse.day_bounds(day)
+    params = {"lo": low, "hi": high, "min_plays": min_plays}
+    with warehouse.connect(dsn) as conn:
+        cur = conn.execute(BEHAVIOUR_SQL, params)
+        frame = pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+        top = dict(conn.execute(TOP_TRACK_SQL, params).fetchall())
+    frame["top_track_share"] = frame["user_id"].map(top).astype(float)
+    return frame
+
+
+def score(frame: pd.DataFrame, config: FraudConfig) -> pd.DataFrame:
+    """Anomaly score (0..1, higher = more anomalous), flag and reasons per user-day."""
+    from sklearn.ensemble import IsolationForest
+
+    out = frame[["user_id"]].copy()
+    if len(frame) < 2:
+        out["anomaly_score"] = 0.0
+        out["is_flagged"] = False
+        out["reasons"] = [[] for _ in range(len(frame))]
+        return out
+    x = frame[list(BEHAVIOURS)].to_numpy(dtype=float)
+    x[:, [0, 3]] = np.log1p(x[:, [0, 3]])  # counts: compare orders of magnitude
+    forest = IsolationForest(
+        n_estimators=config.n_estimators, random_state=config.seed, n_jobs=1
+    ).fit(x)
+    anomaly = -forest.score_samples(x)
+    median = np.median(x, axis=0)
+    mad = np.median(np.abs(x - median), axis=0) * 1.4826
+    spread = np.where(mad > 1e-9, mad, np.maximum(np.std(x, axis=0), 1e-9))
+    z = np.abs(x - median) / spread
+    names = list(BEHAVIOURS)
+    raw = frame[names].to_numpy(dtype=float)
+    reasons = []
+    for i in range(len(frame)):
+        top = np.argsort(-z[i])[:3]
+        reasons.append(
+            [
+                f"{names[j]}={raw[i, j]:.3g} (day median {np.median(raw[:, j]):.3g})"
+                for j in top
+                if z[i, j] >= 3
+            ]
+        )
+    out["anomaly_score"] = anomaly
+    out["is_flagged"] = anomaly >= config.threshold
+    out["reasons"] = reasons
+    return out
+
+
+def detect_day(day: date, *, run_id: str, dsn: str | None = None) -> dict:
+    """Score ``day``'s user behaviour and replace its rows in monitoring.stream_anomalies."""
+    started = time.perf_counter()
+    target = warehouse.ensure_migrated(dsn)
+    config = FraudConfig.load()
+    scored = score(behaviour(target, day, config.min_plays), config)
+    n = len(scored)
+    now = datetime.now(UTC)
+    table = pa.table(
+        {
+            "dt": pa.array([day] * n, pa.date32()),
+            "user_id": pa.array(scored["user_id"].to_numpy(dtype=np.int64)),
+            "anomaly_score": pa.array(scored["anomaly_score"].to_numpy(dtype=float)),
+            "is_flagged": pa.array(scored["is_flagged"].to_numpy(dtype=bool)),
+            "reasons": pa.array(list(scored["reasons"]), pa.list_(pa.string())),
+            "model_version": pa.array([config.version] * n),
+            "run_id": pa.array([run_id] * n),
+            "scored_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    with warehouse.connect(target) as conn, conn.transaction():
+        conn.execute("DELETE FROM monitoring.stream_anomalies WHERE dt = %s", (day,))
+        if n:
+            warehouse.copy_arrow(conn, "monitoring.stream_anomalies", table, table.column_names)
+    flagged = int(scored["is_flagged"].sum())
+    log.info(
+        "stream anomalies for %s: %d user-days scored, %d flagged in %.2f s",
+        day,
+        n,
+        flagged,
+        time.perf_counter() - started,
+    )
+    return {"day": day.isoformat(), "scored": n, "flagged": flagged, "model": config.version}
