@@ -25,6 +25,7 @@ import importlib.util
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -718,12 +719,15 @@ def historical_features(
     """
     store = get_store(dsn)
     fs = store.get_feature_service(service)
-    job = store.get_historical_features(
-        entity_df=entity_sql.strip().rstrip(";"),
-        features=fs,
-        full_feature_names=full_feature_names,
-    )
-    return job.to_df()
+    with warnings.catch_warnings():
+        # Feast hands pandas a raw psycopg connection: fine, but pandas warns every time
+        warnings.filterwarnings("ignore", message="pandas only supports SQLAlchemy")
+        job = store.get_historical_features(
+            entity_df=entity_sql.strip().rstrip(";"),
+            features=fs,
+            full_feature_names=full_feature_names,
+        )
+        return job.to_df()
 
 
 def online_features(service: str, entity_rows: list[dict], *, dsn: str | None = None) -> dict:

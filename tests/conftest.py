@@ -181,6 +181,16 @@ def world_dsn(pg_admin: str, world: World, monkeypatch: pytest.MonkeyPatch) -> I
     _drop(pg_admin, name)
 
 
+@pytest.fixture(scope="session")
+def churn_world(pg_admin: str, template_db: str, tmp_path_factory):
+    """A longer world (800 users, 56 days) for churn labels, training and scoring."""
+    from churn_world import build_churn_world
+
+    world = build_churn_world(pg_admin, template_db, tmp_path_factory.mktemp("churnw"))
+    yield world
+    _drop(pg_admin, world.template)
+
+
 @pytest.fixture
 def empty_db(pg_admin: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh database with no migrations applied."""

@@ -1,0 +1,291 @@
+"""The churn model: a discrete-time hazard over day bands, calibrated per horizon.
+
+Each entity row (user, scoring date D) becomes one *person-period* row per band
+(0, 7], (7, 14], ..., (75, 90] in which the user was still at risk and which was observed:
+the target is "churned in this band". A gradient-boosted classifier (XGBoost, LightGBM or
+CatBoost; the band's end is one of its inputs) learns the band hazard h_b(x), and
+
+    P(churn within H) = 1 - prod_{b: end_b <= H} (1 - h_b(x))
+
+is non-decreasing in H by construction. Censored rows contribute exactly the bands they
+were observed through; a band cut by censoring is left out (it is neither an event nor a
+survival).
+
+Calibration maps each horizon's probability through an isotonic (or Platt) curve fitted on
+a later, separate set of scoring dates. Separate curves per horizon could cross, so after
+calibration the horizons are made monotone again with a running maximum
+(p_30 := max(p_30, p_7), p_90 := max(p_90, p_30)): the smallest change that restores the
+order, and a no-op wherever the calibrated curves already agree.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+#: Columns of features.user_daily that are identifiers or lineage, never inputs.
+NON_FEATURES = ("dt", "user_id", "feature_ts", "event_timestamp", "run_id", "computed_at")
+PLAN_CODES = {
+    "free": 0,
+    "premium_student": 1,
+    "premium_individual": 2,
+    "premium_duo": 3,
+    "premium_family": 4,
+}
+BAND_COLUMN = "hazard_band_end"
+
+
+def encode(frame: pd.DataFrame, feature_names: list[str]) -> pd.DataFrame:
+    """Model inputs as float columns: booleans 0/1, ``plan`` as a code, missing kept NaN."""
+    out = {}
+    for name in feature_names:
+        col = frame[name]
+        if name == "plan":
+            out[name] = col.map(PLAN_CODES).astype(float)
+        elif col.dtype == bool or str(col.dtype) == "boolean":
+            out[name] = col.astype(float)
+        else:
+            out[name] = pd.to_numeric(col, errors="coerce").astype(float)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def person_periods(
+    X: pd.DataFrame, duration: np.ndarray, event: np.ndarray, edges: tuple[int, ...]
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Expand entity rows into (row, band) rows with the band's event indicator.
+
+    A band (start, end] is kept when the user was at risk at its start (no churn by then)
+    and it was either fully observed (duration >= end) or holds the churn.
+    """
+    starts = (0, *edges[:-1])
+    parts, targets = [], []
+    for start, end in zip(starts, edges, strict=True):
+        at_risk = duration > start
+        happened = event & at_risk & (duration <= end)
+        observed = at_risk & ((duration >= end) | happened)
+        rows = X.loc[observed].copy()
+        rows[BAND_COLUMN] = float(end)
+        parts.append(rows)
+        targets.append(happened[observed].astype(int))
+    return pd.concat(parts, ignore_index=True), np.concatenate(targets)
+
+
+def make_estimator(family: str, gbm) -> object:
+    """An unfitted classifier of ``family`` with the configured size."""
+    if family == "xgboost":
+        from xgboost import XGBClassifier
+
+        return XGBClassifier(
+            n_estimators=gbm.n_estimators,
+            learning_rate=gbm.learning_rate,
+            max_depth=gbm.max_depth,
+            n_jobs=gbm.n_jobs,
+            random_state=gbm.seed,
+            tree_method="hist",
+            subsample=0.8,
+            colsample_bytree=0.8,
+            eval_metric="logloss",
+        )
+    if family == "lightgbm":
+        from lightgbm import LGBMClassifier
+
+        return LGBMClassifier(
+            n_estimators=gbm.n_estimators,
+            learning_rate=gbm.learning_rate,
+            max_depth=gbm.max_depth,
+            num_leaves=max(2, 2**gbm.max_depth - 1),
+            n_jobs=gbm.n_jobs,
+            random_state=gbm.seed,
+            subsample=0.8,
+            subsample_freq=1,
+            colsample_bytree=0.8,
+            verbose=-1,
+        )
+    if family == "catboost":
+        from catboost import CatBoostClassifier
+
+        return CatBoostClassifier(
+            iterations=gbm.n_estimators,
+            learning_rate=gbm.learning_rate * 2,
+            depth=gbm.max_depth + 1,
+            thread_count=gbm.n_jobs,
+            random_seed=gbm.seed,
+            verbose=False,
+            allow_writing_files=False,
+        )
+    raise ValueError(f"unknown model family {family!r}")
+
+
+def contributions(family: str, estimator, X: pd.DataFrame) -> np.ndarray:
+    """Per-row, per-column contributions (log-odds) of a fitted hazard classifier."""
+    if family == "xgboost":
+        import xgboost as xgb
+
+        booster = estimator.get_booster()
+        return booster.predict(xgb.DMatrix(X), pred_contribs=True)[:, :-1]
+    if family == "lightgbm":
+        return np.asarray(estimator.predict_proba(X, pred_contrib=True))[:, :-1]
+    if family == "catboost":
+        from catboost import Pool
+
+        return estimator.get_feature_importance(Pool(X), type="ShapValues")[:, :-1]
+    raise ValueError(family)
+
+
+@dataclass
+class HorizonCalibrator:
+    """A monotone map of one horizon's raw probability (isotonic or Platt), or identity."""
+
+    method: str
+    model: object = None
+
+    def __call__(self, p: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            return p
+        if self.method == "isotonic":
+            return self.model.predict(p)
+        logit = np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1))
+        return self.model.predict_proba(logit.reshape(-1, 1))[:, 1]
+
+
+def fit_calibrator(method: str, p: np.ndarray, y: np.ndarray) -> HorizonCalibrator:
+    if method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        iso.fit(p, y)
+        return HorizonCalibrator(method, iso)
+    from sklearn.linear_model import LogisticRegression
+
+    logit = np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1))
+    lr = LogisticRegression(C=1e6)
+    lr.fit(logit.reshape(-1, 1), y)
+    return HorizonCalibrator(method, lr)
+
+
+@dataclass
+class ChurnModel:
+    """Multi-horizon churn probabilities from one or more hazard classifiers.
+
+    ``members`` are (family, fitted classifier) pairs; with several, their cumulative
+    probabilities are averaged (an average of monotone curves is monotone).
+    """
+
+    feature_names: list[str]
+    horizons: tuple[int, ...]
+    band_edges: tuple[int, ...]
+    members: list[tuple[str, object]]
+    calibrators: dict[int, HorizonCalibrator] = field(default_factory=dict)
+    name: str = "churn"
+    #: 30-day-ish band used for reasons: the band ending at this horizon.
+    reason_horizon: int = 30
+
+    @property
+    def kind(self) -> str:
+        return "+".join(f for f, _ in self.members)
+
+    # ------------------------------------------------------------------ prediction
+
+    def _inputs(self, frame: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in self.feature_names if c not in frame.columns]
+        if missing:
+            raise KeyError(f"churn model inputs missing from the frame: {missing}")
+        return encode(frame, self.feature_names)
+
+    def _cumulative(self, estimator, X: pd.DataFrame) -> np.ndarray:
+        """P(churn by the end of each band), shape (rows, bands)."""
+        survival = np.ones(len(X))
+        out = np.empty((len(X), len(self.band_edges)))
+        Xb = X.copy()
+        for j, end in enumerate(self.band_edges):
+            Xb[BAND_COLUMN] = float(end)
+            hazard = estimator.predict_proba(Xb)[:, 1]
+            survival = survival * (1.0 - hazard)
+            out[:, j] = 1.0 - survival
+        return out
+
+    def raw_probabilities(self, frame: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated P(churn within H) per horizon, shape (rows, horizons)."""
+        X = self._inputs(frame)
+        if not len(X):
+            return np.zeros((0, len(self.horizons)))
+        cum = np.mean([self._cumulative(est, X) for _, est in self.members], axis=0)
+        idx = [self.band_edges.index(h) for h in self.horizons]
+        return cum[:, idx]
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Columns ``p_churn_<H>d`` per horizon, calibrated, non-decreasing in H per row."""
+        raw = self.raw_probabilities(frame)
+        cal = (
+            np.column_stack(
+                [
+                    self.calibrators.get(h, HorizonCalibrator("identity"))(raw[:, i])
+                    for i, h in enumerate(self.horizons)
+                ]
+            )
+            if len(raw)
+            else raw
+        )
+        cal = np.maximum.accumulate(np.clip(cal, 0.0, 1.0), axis=1)
+        return pd.DataFrame(
+            cal, columns=[f"p_churn_{h}d" for h in self.horizons], index=frame.index
+        )
+
+    # ------------------------------------------------------------------ reasons
+
+    def contributions(self, frame: pd.DataFrame) -> np.ndarray:
+        """Per-row feature contributions (log-odds of the hazard of the band ending at
+        ``reason_horizon``, averaged over members); positive raises the risk."""
+        X = self._inputs(frame)
+        X[BAND_COLUMN] = float(self.reason_horizon)
+        total = np.zeros((len(X), len(self.feature_names)))
+        for family, est in self.members:
+            total += contributions(family, est, X)[:, : len(self.feature_names)]
+        return total / len(self.members)
+
+    def reasons(self, frame: pd.DataFrame, top: int = 3) -> list[list[tuple[str, float]]]:
+        """The ``top`` features that raise each row's risk most, with their contribution."""
+        if not len(frame):
+            return []
+        contrib = self.contributions(frame)
+        order = np.argsort(-contrib, axis=1, kind="stable")[:, :top]
+        names = self.feature_names
+        out = []
+        for i, cols in enumerate(order):
+            out.append([(names[c], float(contrib[i, c])) for c in cols if contrib[i, c] > 0])
+        return out
+
+    def feature_importances(self) -> dict[str, float]:
+        """Mean importance per input over members (each normalised to sum to 1)."""
+        total = np.zeros(len(self.feature_names))
+        for family, est in self.members:
+            if family == "catboost":
+                imp = np.asarray(est.get_feature_importance(), dtype=float)
+            else:
+                imp = np.asarray(est.feature_importances_, dtype=float)
+            imp = imp[: len(self.feature_names)]
+            total += imp / imp.sum() if imp.sum() else imp
+        total /= len(self.members)
+        return dict(
+            sorted(zip(self.feature_names, total.tolist(), strict=True), key=lambda kv: -kv[1])
+        )
+
+
+def fit_hazard(
+    family: str,
+    X: pd.DataFrame,
+    duration: np.ndarray,
+    event: np.ndarray,
+    edges: tuple[int, ...],
+    gbm,
+):
+    """Fit one family's band-hazard classifier on person-period rows."""
+    pp, target = person_periods(X, duration, event, edges)
+    est = make_estimator(family, gbm)
+    est.fit(pp, target)
+    return est

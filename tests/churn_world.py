@@ -1,0 +1,114 @@
+"""A longer simulated world for churn tests: long enough for dormancy (30-day silences) and
+30-day labels, small enough to build in about a minute.
+
+Used through the ``churn_world`` fixture of tests/test_churn.py and tests/test_labels.py.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from ml_tasks import warehouse
+
+CHURN_WORLD_START = date(2026, 1, 5)
+CHURN_WORLD_DAYS = 56
+CHURN_WORLD_USERS = 800
+
+
+@dataclass(frozen=True)
+class ChurnWorld:
+    template: str
+    truth: Path
+    start: date
+    days: int
+    build_seconds: float
+
+    @property
+    def last_day(self) -> date:
+        return self.start + timedelta(days=self.days - 1)
+
+
+def build_churn_world(pg_admin: str, template_db: str, base: Path) -> ChurnWorld:
+    """Simulate, ingest and featurize the world into a new template database."""
+    from ml_tasks import features
+    from ml_tasks.ingest import ingest_day
+    from ml_tasks.simulate import simulate_world
+
+    started = time.perf_counter()
+    landing = base / "landing"
+    simulate_world(
+        landing,
+        users=CHURN_WORLD_USERS,
+        tracks=150,
+        start=CHURN_WORLD_START,
+        days=CHURN_WORLD_DAYS,
+        seed=23,
+        preview_share=0.0,
+        bad_rate=0.0,
+    )
+    name = f"encore_churnw_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    dsn = warehouse.with_database(pg_admin, name)
+    for offset in range(CHURN_WORLD_DAYS):
+        ingest_day(
+            CHURN_WORLD_START + timedelta(days=offset), run_id="w", dsn=dsn, landing_root=landing
+        )
+    for offset in range(CHURN_WORLD_DAYS):
+        features.build_day(CHURN_WORLD_START + timedelta(days=offset), run_id="w", dsn=dsn)
+    return ChurnWorld(
+        name,
+        Path(f"{landing}_truth"),
+        CHURN_WORLD_START,
+        CHURN_WORLD_DAYS,
+        time.perf_counter() - started,
+    )
+
+
+def clone(pg_admin: str, template: str) -> tuple[str, str]:
+    """A private copy of a template database: (name, dsn)."""
+    name = f"encore_cw_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
+    return name, warehouse.with_database(pg_admin, name)
+
+
+def drop(pg_admin: str, name: str) -> None:
+    with psycopg.connect(pg_admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def small_churn_config(**gate):
+    """Small models and a short window: the 56-day world can only know 7-day labels."""
+    from ml_tasks.churn import ChurnConfig
+
+    return ChurnConfig.load().with_overrides(
+        window={
+            "split_horizon": 7,
+            "holdout_days": 5,
+            "calibration_days": 5,
+            "lookback_days": 20,
+            "stride_days": 1,
+            "min_history_days": 5,
+        },
+        gbm={"n_estimators": 60},
+        gate={"horizon": 7, "require_validated_features": False, **gate},
+        calibration={"min_rows": 100, "min_positives": 10},
+    )

@@ -1,0 +1,71 @@
+"""Registry: artifacts with sha256, champion stints and lookups at an instant, one champion."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ml_tasks import registry, warehouse
+
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+def _register(dsn: str, version: str, artifacts: Path) -> registry.ModelRecord:
+    path, sha = registry.save_artifact({"weights": [1, 2, 3]}, "toy", version, {}, artifacts)
+    return registry.register(
+        name="toy",
+        version=version,
+        horizons=[7],
+        train_start=date(2026, 4, 1),
+        train_end=date(2026, 4, 30),
+        feature_service="churn_v1",
+        metrics={"7": {"ece": 0.01}},
+        artifact_path=path,
+        artifact_sha256=sha,
+        run_id="r",
+        dsn=dsn,
+    )
+
+
+def test_champion_at_an_instant(warehouse_dsn: str, tmp_path: Path) -> None:
+    a = _register(warehouse_dsn, "a", tmp_path)
+    b = _register(warehouse_dsn, "b", tmp_path)
+    assert a.status == "candidate"
+    assert registry.champion("toy", T0, dsn=warehouse_dsn) is None
+    registry.promote("toy", "a", run_id="r1", at=T0, dsn=warehouse_dsn)
+    registry.promote("toy", "b", run_id="r2", at=T0 + timedelta(days=3), dsn=warehouse_dsn)
+    at = registry.champion
+    assert at("toy", T0 - timedelta(microseconds=1), dsn=warehouse_dsn) is None
+    assert at("toy", T0, dsn=warehouse_dsn).version == "a"
+    assert at("toy", T0 + timedelta(days=2), dsn=warehouse_dsn).version == "a"
+    assert at("toy", T0 + timedelta(days=3), dsn=warehouse_dsn).version == "b"
+    assert at("toy", T0 + timedelta(days=300), dsn=warehouse_dsn).version == b.version
+    assert registry.get("toy", "a", dsn=warehouse_dsn).status == "retired"
+    with pytest.raises(ValueError, match="timezone"):
+        at("toy", datetime(2026, 5, 1), dsn=warehouse_dsn)
+
+
+def test_only_one_champion_per_model(warehouse_dsn: str, tmp_path: Path) -> None:
+    _register(warehouse_dsn, "a", tmp_path)
+    _register(warehouse_dsn, "b", tmp_path)
+    registry.promote("toy", "a", run_id="r", at=T0, dsn=warehouse_dsn)
+    with warehouse.connect(warehouse_dsn) as conn, pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute("UPDATE ml.model_registry SET status = 'champion' WHERE version = 'b'")
+    with pytest.raises(registry.RegistryError, match="already the champion"):
+        registry.promote("toy", "a", run_id="r", dsn=warehouse_dsn)
+
+
+def test_sha256_mismatch_is_refused(warehouse_dsn: str, tmp_path: Path) -> None:
+    good = _register(warehouse_dsn, "a", tmp_path)
+    bad = _register(warehouse_dsn, "b", tmp_path)
+    assert registry.load_model(good) == {"weights": [1, 2, 3]}
+    bad.artifact_path.write_bytes(bad.artifact_path.read_bytes() + b"x")
+    with pytest.raises(registry.ArtifactIntegrityError, match=str(bad.artifact_path)):
+        registry.load_model(bad)
+    bad.artifact_path.unlink()
+    with pytest.raises(registry.ArtifactIntegrityError, match="missing"):
+        registry.load_model(bad)
+    assert registry.load_model(good) == {"weights": [1, 2, 3]}
