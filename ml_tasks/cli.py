@@ -129,12 +129,14 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_features(args: argparse.Namespace) -> None:
-    from ml_tasks import feature_validation, features
+    from ml_tasks import feature_validation, features, fraud
 
     out = []
     for day in _days(args):
         run_id = args.run_id or f"cli-features-{day.isoformat()}"
+        flags = fraud.detect_day(day, run_id=run_id, dsn=args.dsn)
         result = features.build_day(day, run_id=run_id, dsn=args.dsn).to_dict()
+        result["fraud"] = flags
         if not args.skip_validation:
             report = feature_validation.validate_features(day, run_id=run_id, dsn=args.dsn)
             result["validation"] = {r.suite: r.data_docs_path for r in report.reports}
@@ -158,6 +160,28 @@ def cmd_feast(args: argparse.Namespace) -> None:
     out = [
         feature_store.materialize_day(day, dsn=args.dsn, method=args.method) for day in _days(args)
     ]
+    _print(out if len(out) > 1 else out[0])
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from ml_tasks import churn
+
+    out = []
+    for day in _days(args):
+        run_id = args.run_id or f"cli-train-{args.model}-{day.isoformat()}"
+        out.append(churn.train_churn(day, run_id=run_id, dsn=args.dsn))
+    _print(out if len(out) > 1 else out[0])
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from ml_tasks import scoring
+
+    out = []
+    for day in _days(args):
+        run_id = args.run_id or f"cli-score-{day.isoformat()}"
+        out.append(
+            scoring.score_day(day, run_id=run_id, dsn=args.dsn, families=args.families or None)
+        )
     _print(out if len(out) > 1 else out[0])
 
 
@@ -265,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "features",
         cmd_features,
-        "build, validate and materialize feature day(s) (what features_daily runs)",
+        "flag stream fraud, build, validate and materialize feature day(s) (= features_daily)",
     )
     add_days(p)
     add_dsn(p)
@@ -284,6 +308,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="bulk",
         help="bulk COPY into Feast's online tables (default) or Feast's own materialize",
     )
+    add_dsn(p)
+
+    p = add("train", cmd_train, "train, evaluate, register and gate a model as of day(s)")
+    p.add_argument("model", choices=["churn"], help="model family")
+    add_days(p)
+    add_dsn(p)
+
+    p = add(
+        "score",
+        cmd_score,
+        "score day(s) with every family that has a champion (or the ones named)",
+    )
+    p.add_argument("families", nargs="*", help="model families (default: all), e.g. churn")
+    add_days(p)
     add_dsn(p)
 
     p = add("warehouse", cmd_warehouse, "embedded warehouse: dsn, status, stop")

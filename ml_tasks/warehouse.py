@@ -355,6 +355,59 @@ def copy_arrow(
     return copied
 
 
+#: Arrow types of the PostgreSQL types read back by :func:`read_arrow` (by type OID).
+_ARROW_OF_OID = {
+    16: "bool",
+    20: "int64",
+    21: "int16",
+    23: "int32",
+    700: "float32",
+    701: "float64",
+    1700: "float64",
+    25: "string",
+    1043: "string",
+    1082: "date32",
+}
+
+
+def read_arrow(conn: psycopg.Connection, query: sql.Composable, params: Sequence = ()):
+    """Run ``query`` through ``COPY ... TO STDOUT`` (CSV) and parse it with Arrow in C++.
+
+    Column types come from the query's result description, not from inference, so the same
+    column has the same type in every chunk a caller reads. Returns a ``pyarrow.Table``.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT * FROM ({}) q LIMIT 0").format(query), params)
+        description = cur.description
+    types = {}
+    for column in description:
+        name = _ARROW_OF_OID.get(column.type_code)
+        if name == "date32":
+            types[column.name] = pa.date32()
+        elif column.type_code == 1184:
+            types[column.name] = pa.timestamp("us", tz="UTC")
+        elif name is not None:
+            types[column.name] = pa.type_for_alias(name)
+    buffer = io.BytesIO()
+    copy_sql = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER true)").format(query)
+    with conn.cursor() as cur, cur.copy(copy_sql, params) as copy:
+        for chunk in copy:
+            buffer.write(chunk)
+    buffer.seek(0)
+    return pacsv.read_csv(
+        buffer,
+        convert_options=pacsv.ConvertOptions(
+            column_types=types,
+            strings_can_be_null=True,
+            true_values=["t"],
+            false_values=["f"],
+        ),
+    )
+
+
 def _csv_friendly(data):
     """Render zone-aware timestamps as UTC text ourselves.
 

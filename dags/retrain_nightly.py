@@ -1,0 +1,63 @@
+"""
+### retrain_nightly
+
+Retrains the churn model on the features and labels known when the day closed.
+
+1. **wait_for_features** waits until the day's features are built and validated.
+2. **train_churn** builds the point-in-time training set from Feast over a rolling window of
+   past scoring dates, with labels censored as of the day. It trains the hazard model and
+   the gradient-boosted candidates, calibrates each horizon on held-back dates, and
+   evaluates on a time-based holdout. It then registers the model with its artifact sha256
+   and HTML model card, and runs the promotion gate (`encore train churn --date D` does the
+   same).
+
+Emits `encore_models` for the scoring DAG's lineage.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, Asset, Param, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from encore_airflow.common import DEFAULT_ARGS, START_DATE, Tag, run_day
+from encore_airflow.sensors import FeatureDayReadySensor
+
+MODELS = Asset(name="encore_models", uri="encore://warehouse/ml/model_registry")
+
+with DAG(
+    dag_id="retrain_nightly",
+    description="Retrain, evaluate, register and gate the churn model",
+    doc_md=__doc__,
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=[Tag.TRAINING, Tag.DAILY],
+    params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="training date (manual runs without a data interval)",
+        )
+    },
+    dagrun_timeout=timedelta(hours=4),
+) as dag:
+    wait_for_features = FeatureDayReadySensor(task_id="wait_for_features")
+
+    @task(outlets=[MODELS])
+    def train_churn() -> dict:
+        """Train, evaluate, register and gate a churn model for the run's day."""
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks.churn import train_churn as train
+
+        context = get_current_context()
+        day = run_day(context)
+        result = train(day, run_id=context["run_id"], dsn=WarehouseHook().get_dsn())
+        context["outlet_events"][MODELS].extra = {"day": day.isoformat(), "model": "churn"}
+        return result
+
+    wait_for_features >> train_churn()

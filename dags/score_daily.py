@@ -1,0 +1,108 @@
+"""
+### score_daily
+
+Scores one UTC day with the models that were champion when the day closed.
+
+1. **wait_for_features** waits (reschedule mode) until the day's features are built and
+   passed validation after that build.
+2. **plan_chunks** finds the churn champion for the day and splits the day's active users
+   into user-id ranges (`ENCORE_SCORE_CHUNK_USERS`). Without a champion it records the skip
+   in `scores.scoring_runs` and the chunks are skipped.
+3. **score_chunk** (dynamic task mapping, one task per range, spread over the workers)
+   reads the range's features, predicts P(churn) at 7/30/90 days, tiers, segments, tags
+   and reasons, and COPYs them into the day's stage table, replacing any earlier attempt.
+4. **commit** plans the interventions under the day's budget and swaps `scores.churn` and
+   `scores.interventions` for the day in one transaction, then emits `encore_scores_day`.
+
+`encore score --date D` runs the same functions in one process.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, Asset, Param, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from encore_airflow.common import DEFAULT_ARGS, START_DATE, Tag, run_day
+from encore_airflow.sensors import FeatureDayReadySensor
+
+SCORES_DAY = Asset(name="encore_scores_day", uri="encore://warehouse/scores")
+
+with DAG(
+    dag_id="score_daily",
+    description="Churn scores, segments, reasons and interventions for one UTC day",
+    doc_md=__doc__,
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=4,
+    default_args=DEFAULT_ARGS,
+    tags=[Tag.SCORING, Tag.DAILY],
+    params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="UTC day to score (manual runs without a data interval)",
+        )
+    },
+    dagrun_timeout=timedelta(hours=8),
+) as dag:
+    wait_for_features = FeatureDayReadySensor(task_id="wait_for_features")
+
+    @task
+    def plan_chunks() -> list[list[int]]:
+        """User-id ranges of the day, or none when no churn model was champion."""
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks import registry, scoring, warehouse
+        from ml_tasks.settings import get_settings
+
+        context = get_current_context()
+        day = run_day(context)
+        dsn = warehouse.ensure_migrated(WarehouseHook().get_dsn())
+        if registry.champion(scoring.CHURN_MODEL, scoring.day_end(day), dsn=dsn) is None:
+            why = f"no churn model was champion when {day} closed"
+            scoring.record_skip(dsn, day, context["run_id"], scoring.CHURN_MODEL, why)
+            return []
+        scoring.prepare_stage(day, dsn=dsn)
+        chunks = scoring.user_id_chunks(dsn, day, get_settings().score_chunk_users)
+        return [[lo, hi] for lo, hi in chunks]
+
+    @task(map_index_template="{{ task.op_kwargs['bounds'][0] }}")
+    def score_chunk(bounds: list[int]) -> int:
+        """Score one user-id range into the day's stage table."""
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks import scoring
+
+        context = get_current_context()
+        return scoring.score_churn_chunk(
+            run_day(context),
+            bounds[0],
+            bounds[1],
+            run_id=context["run_id"],
+            dsn=WarehouseHook().get_dsn(),
+        )
+
+    @task(outlets=[SCORES_DAY])
+    def commit(rows: list[int]) -> dict:
+        """Plan interventions and swap the day's scores in atomically."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks import scoring
+
+        context = get_current_context()
+        day = run_day(context)
+        rows = list(rows)
+        if not rows:
+            raise AirflowSkipException(f"nothing scored for {day} (no champion)")
+        result = scoring.commit_churn(
+            day, run_id=context["run_id"], dsn=WarehouseHook().get_dsn(), expected_rows=sum(rows)
+        )
+        context["outlet_events"][SCORES_DAY].extra = {"day": day.isoformat()}
+        return result
+
+    chunks = plan_chunks()
+    wait_for_features >> chunks
+    commit(score_chunk.expand(bounds=chunks))
