@@ -173,6 +173,55 @@ def cmd_train(args: argparse.Namespace) -> None:
     _print(out if len(out) > 1 else out[0])
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from ml_tasks import registry, scoring, warehouse
+    from ml_tasks.churn.training import compare_with_truth
+
+    dsn = warehouse.ensure_migrated(args.dsn)
+    if args.version:
+        record = registry.get(args.model, args.version, dsn=dsn)
+    else:
+        record = registry.champion(args.model, scoring.day_end(args.date), dsn=dsn)
+    if record is None:
+        what = f"version {args.version}" if args.version else f"champion when {args.date} closed"
+        raise CliError(f"no {args.model} model: there is no {what}")
+    horizons = {
+        h: {
+            k: record.metrics[h].get(k)
+            for k in ("roc_auc", "pr_auc", "brier", "ece", "lift_top_decile")
+        }
+        for h in sorted(record.metrics, key=lambda k: int(k) if k.isdigit() else 0)
+        if h.isdigit()
+    }
+    report: dict = {
+        "model": record.name,
+        "version": record.version,
+        "status": record.status,
+        "holdout": horizons,
+        "baseline_roc_auc": {
+            h: (record.metrics.get("baseline") or {}).get(h, {}).get("roc_auc") for h in horizons
+        },
+        "monotone_share": record.metrics.get("monotone_share"),
+        "gate": (record.gate_report or {}).get("reasons"),
+    }
+    if args.truth:
+        model = registry.load_churn_model(record)
+        truth = compare_with_truth(args.date, model, Path(args.truth), dsn=dsn)
+        report["against_simulator_truth"] = truth
+        bars = {}
+        for h, row in truth.items():
+            if isinstance(row, dict) and row.get("true_hazard_auc"):
+                bars[f"auc_ratio_{h}d"] = round(row["model_auc"] / row["true_hazard_auc"], 4)
+        report["quality_bars"] = {
+            **bars,
+            "auc_ratio_30d_target": 0.95,
+            "monotone_share_target": 1.0,
+            "ece_target": 0.03,
+            "ece": {h: v["ece"] for h, v in horizons.items()},
+        }
+    _print(report)
+
+
 def cmd_score(args: argparse.Namespace) -> None:
     from ml_tasks import scoring
 
@@ -313,6 +362,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("train", cmd_train, "train, evaluate, register and gate a model as of day(s)")
     p.add_argument("model", choices=["churn"], help="model family")
     add_days(p)
+    add_dsn(p)
+
+    p = add(
+        "evaluate",
+        cmd_evaluate,
+        "a model's holdout report, and its quality bars against a simulated world's truth",
+    )
+    p.add_argument("model", choices=["churn"], help="model family")
+    p.add_argument("--date", type=_date, required=True, help="the champion when this day closed")
+    p.add_argument("--version", help="a registry version instead of the champion")
+    p.add_argument("--truth", help="simulator truth folder (OUT_truth) to compare with")
     add_dsn(p)
 
     p = add(

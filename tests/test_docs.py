@@ -11,8 +11,14 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 SQL_BLOCK = re.compile(r"```sql\n(.*?)```", re.DOTALL)
 
 
-def _queries(doc: str) -> list[str]:
-    return SQL_BLOCK.findall((DOCS / doc).read_text())
+SCORES_SECTION = "## Scores and analyst views"
+
+
+def _queries(doc: str, *, scores: bool = False) -> list[str]:
+    """SQL blocks of ``doc``: those before the scores section, or those in it."""
+    text = (DOCS / doc).read_text()
+    before, _, after = text.partition(SCORES_SECTION)
+    return SQL_BLOCK.findall(after if scores else before)
 
 
 def test_analyst_queries_run_and_return_rows(world_dsn) -> None:
@@ -31,3 +37,12 @@ def test_analyst_queries_run_and_return_rows(world_dsn) -> None:
             if not rows and "some-event-id" not in query:
                 empty.append(query.splitlines()[0])
         assert empty == [], f"queries that returned nothing: {empty}"
+
+
+def test_analyst_score_queries_run_and_return_rows(scored) -> None:
+    """The scores section's queries, against a world scored by a trained champion."""
+    queries = _queries("analysts.md", scores=True)
+    assert len(queries) >= 4
+    with warehouse.connect(scored["dsn"]) as conn:
+        empty = [q.splitlines()[0] for q in queries if not conn.execute(q).fetchall()]
+    assert empty == [], f"queries that returned nothing: {empty}"

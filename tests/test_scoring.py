@@ -10,9 +10,7 @@ import pandas as pd
 import pendulum
 import pytest
 
-from churn_world import clone, drop, small_churn_config
 from ml_tasks import feature_validation, interventions, registry, scoring, warehouse
-from ml_tasks.churn import train_churn
 
 pytestmark = pytest.mark.slow
 LINEAGE = ("run_id", "scored_at")
@@ -22,22 +20,6 @@ def frame(dsn: str, query: str, params: tuple = ()) -> pd.DataFrame:
     with warehouse.connect(dsn) as conn:
         cur = conn.execute(query, params)
         return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
-
-
-@pytest.fixture(scope="module")
-def scored(pg_admin, churn_world, tmp_path_factory):
-    """A clone of the churn world: a champion trained on its last day, that day scored."""
-    name, dsn = clone(pg_admin, churn_world.template)
-    artifacts: Path = tmp_path_factory.mktemp("artifacts")
-    day = churn_world.last_day
-    trained = train_churn(
-        day, run_id="train", dsn=dsn, artifacts=artifacts, config=small_churn_config()
-    )
-    assert trained["status"] == "champion", trained["gate"]
-    feature_validation.validate_features(day, run_id="fv", dsn=dsn, artifacts=artifacts)
-    result = scoring.score_day(day, run_id="score-1", dsn=dsn)
-    yield {"dsn": dsn, "day": day, "trained": trained, "result": result}
-    drop(pg_admin, name)
 
 
 def checksums(dsn: str, day) -> dict:
