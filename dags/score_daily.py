@@ -94,11 +94,12 @@ with DAG(
 
         context = get_current_context()
         day = run_day(context)
-        rows = list(rows)
-        if not rows:
+        chunks = len(rows)  # by index: iterating a lazy XCom sequence probes past its end
+        if not chunks:
             raise AirflowSkipException(f"nothing scored for {day} (no champion)")
+        total = sum(rows[i] for i in range(chunks))
         result = scoring.commit_churn(
-            day, run_id=context["run_id"], dsn=WarehouseHook().get_dsn(), expected_rows=sum(rows)
+            day, run_id=context["run_id"], dsn=WarehouseHook().get_dsn(), expected_rows=total
         )
         context["outlet_events"][SCORES_DAY].extra = {"day": day.isoformat()}
         return result
