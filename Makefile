@@ -40,8 +40,11 @@ fmt: $(STAMP) ## ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP) ## benchmarks: ingest vs a bare COPY, peak memory vs day size
+bench: $(STAMP) ## benchmarks (~30 min): each stage vs its floor, peak memory, churn quality bars
 	$(BIN)/python bench/ingest_bench.py
+	$(BIN)/python bench/features_bench.py
+	$(BIN)/python bench/scoring_bench.py
+	$(BIN)/python bench/churn_quality.py
 
 airflow: $(STAMP) ## Airflow standalone (UI on :8080) over the project's DAGs
 	$(BIN)/airflow db migrate >/dev/null

@@ -1,0 +1,144 @@
+"""Churn quality report: the issue's quality bars on a simulated world with a fixed seed.
+
+Simulates ``--users`` users over ``--days`` days (seed 23). It ingests every day, flags
+fraud and builds features, then validates the feature days the model trains on. It trains
+the churn model with the shipped ``config/churn.yaml`` as of the last day and prints
+``encore evaluate``'s quality bars:
+
+- the 30-day holdout ROC AUC against the AUC of the simulator's true score on the same users
+  and days (target ratio >= 0.95);
+- the share of rows whose probabilities are monotone in the horizon (target 100%);
+- the expected calibration error per evaluated horizon (target <= 0.03).
+
+Usage: ``python bench/churn_quality.py [--users 1500] [--days 130]`` (a few minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest_bench import Database, _admin_dsn
+
+from ml_tasks import feature_validation, features, fraud, registry
+from ml_tasks.churn import ChurnConfig, plan_splits, train_churn
+from ml_tasks.churn.training import compare_with_truth
+from ml_tasks.ingest import ingest_day
+from ml_tasks.simulate import simulate_world
+
+START = date(2026, 1, 5)
+log = logging.getLogger("churn_quality")
+
+
+def run(dsn: str, users: int, days: int, workdir: Path) -> dict:
+    """Build the world, train, and return the quality report."""
+    landing = workdir / "landing"
+    t0 = time.perf_counter()
+    simulate_world(
+        landing,
+        users=users,
+        tracks=max(150, users // 8),
+        start=START,
+        days=days,
+        seed=23,
+        preview_share=0.0,
+    )
+    last = START + timedelta(days=days - 1)
+    for offset in range(days):
+        day = START + timedelta(days=offset)
+        ingest_day(day, run_id="quality", dsn=dsn, landing_root=landing)
+        fraud.detect_day(day, run_id="quality", dsn=dsn)
+        features.build_day(day, run_id="quality", dsn=dsn)
+    splits = plan_splits(last, ChurnConfig.load(), START)
+    for day in splits.all:
+        feature_validation.validate_features(
+            day, run_id="quality", dsn=dsn, artifacts=workdir / "artifacts"
+        )
+    built = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    trained = train_churn(last, run_id="quality", dsn=dsn, artifacts=workdir / "artifacts")
+    train_seconds = time.perf_counter() - t1
+    record = registry.get("churn", trained["version"], dsn=dsn)
+    model = registry.load_churn_model(record)
+    truth = compare_with_truth(last, model, Path(f"{landing}_truth"), dsn=dsn)
+    horizons = {h: v for h, v in record.metrics.items() if h.isdigit()}
+    thirty = truth.get("30") or {}
+    return {
+        "users": users,
+        "days": days,
+        "world_seconds": round(built, 1),
+        "train_seconds": round(train_seconds, 1),
+        "version": record.version,
+        "status": record.status,
+        "chosen": record.metrics.get("chosen"),
+        "holdout": {
+            h: {k: v.get(k) for k in ("roc_auc", "pr_auc", "brier", "ece")}
+            for h, v in horizons.items()
+        },
+        "baseline_roc_auc": {
+            h: (record.metrics.get("baseline") or {}).get(h, {}).get("roc_auc") for h in horizons
+        },
+        "truth": truth,
+        "bars": {
+            "auc_ratio_30d": thirty.get("ratio"),
+            "auc_ratio_30d_ok": (thirty.get("ratio") or 0) >= 0.95,
+            "monotone_share": truth.get("monotone_share"),
+            "monotone_ok": truth.get("monotone_share") == 1.0,
+            "ece": {h: v.get("ece") for h, v in horizons.items()},
+            "ece_ok": all((v.get("ece") or 1) <= 0.03 for v in horizons.values()),
+            "not_evaluated_horizons": [
+                h for h in ("7", "30", "90") if h not in horizons or horizons[h].get("ece") is None
+            ],
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=1500)
+    parser.add_argument("--days", type=int, default=130)
+    parser.add_argument("--json", help="also write the report to this file")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    db = Database(_admin_dsn())
+    try:
+        with tempfile.TemporaryDirectory(prefix="encore-churn-quality-") as tmp:
+            report = run(db.dsn, args.users, args.days, Path(tmp))
+    finally:
+        db.drop()
+    bars = report["bars"]
+    print(f"Churn quality on a simulated world ({args.users:,} users, {args.days} days, seed 23)")
+    print(
+        f"  model {report['version']} ({report['chosen']}), {report['status']};"
+        f" trained in {report['train_seconds']} s"
+    )
+    for h, m in report["holdout"].items():
+        truth = report["truth"].get(h) or {}
+        print(
+            f"  {h:>2}d: ROC AUC {m['roc_auc']:.3f} (baseline {report['baseline_roc_auc'][h]:.3f},"
+            f" true score {truth.get('true_hazard_auc') or float('nan'):.3f},"
+            f" ratio {truth.get('ratio') or float('nan'):.3f}), PR AUC {m['pr_auc']:.3f},"
+            f" Brier {m['brier']:.4f}, ECE {m['ece']:.4f}"
+        )
+    print(
+        f"  bars: 30-day AUC ratio {bars['auc_ratio_30d']:.3f} (>= 0.95:"
+        f" {'met' if bars['auc_ratio_30d_ok'] else 'NOT met'}); monotone rows"
+        f" {bars['monotone_share']:.0%} ({'met' if bars['monotone_ok'] else 'NOT met'});"
+        f" ECE <= 0.03 ({'met' if bars['ece_ok'] else 'NOT met'});"
+        f" not evaluable in this world: {bars['not_evaluated_horizons'] or 'none'}"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
