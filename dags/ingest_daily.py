@@ -18,35 +18,19 @@ backfilling a range, leaves the same state.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from airflow.sdk import Asset, get_current_context, task
 
-from airflow.sdk import DAG, Asset, Param, get_current_context, task
-from airflow.timetables.interval import CronDataIntervalTimetable
-
-from encore_airflow.common import DEFAULT_ARGS, START_DATE, Tag, run_day
+from encore_airflow.common import Tag, daily_dag, run_day
 from encore_airflow.sensors import LandingDaySensor
 
 RAW_DAY = Asset(name="encore_raw_day", uri="encore://warehouse/raw")
 
-with DAG(
-    dag_id="ingest_daily",
+with daily_dag(
+    "ingest_daily",
     description="Load and validate one UTC day of landing data",
     doc_md=__doc__,
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=4,
-    default_args=DEFAULT_ARGS,
     tags=[Tag.INGEST, Tag.DAILY],
-    params={
-        "day": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="UTC day to ingest (manual runs without a data interval)",
-        )
-    },
-    dagrun_timeout=timedelta(hours=8),
+    day_description="UTC day to ingest (manual runs without a data interval)",
 ) as dag:
     wait_for_landing = LandingDaySensor(task_id="wait_for_landing")
 

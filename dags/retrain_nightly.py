@@ -18,33 +18,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, Asset, Param, get_current_context, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Asset, get_current_context, task
 
-from encore_airflow.common import DEFAULT_ARGS, START_DATE, Tag, run_day
+from encore_airflow.common import Tag, daily_dag, run_day
 from encore_airflow.sensors import FeatureDayReadySensor
 
 MODELS = Asset(name="encore_models", uri="encore://warehouse/ml/model_registry")
 
-with DAG(
-    dag_id="retrain_nightly",
+with daily_dag(
+    "retrain_nightly",
     description="Retrain, evaluate, register and gate the churn model",
     doc_md=__doc__,
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
     tags=[Tag.TRAINING, Tag.DAILY],
-    params={
-        "day": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="training date (manual runs without a data interval)",
-        )
-    },
+    max_active_runs=1,
     dagrun_timeout=timedelta(hours=4),
+    day_description="training date (manual runs without a data interval)",
 ) as dag:
     wait_for_features = FeatureDayReadySensor(task_id="wait_for_features")
 

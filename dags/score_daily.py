@@ -19,35 +19,19 @@ Scores one UTC day with the models that were champion when the day closed.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from airflow.sdk import Asset, get_current_context, task
 
-from airflow.sdk import DAG, Asset, Param, get_current_context, task
-from airflow.timetables.interval import CronDataIntervalTimetable
-
-from encore_airflow.common import DEFAULT_ARGS, START_DATE, Tag, run_day
+from encore_airflow.common import Tag, daily_dag, run_day
 from encore_airflow.sensors import FeatureDayReadySensor
 
 SCORES_DAY = Asset(name="encore_scores_day", uri="encore://warehouse/scores")
 
-with DAG(
-    dag_id="score_daily",
+with daily_dag(
+    "score_daily",
     description="Churn scores, segments, reasons and interventions for one UTC day",
     doc_md=__doc__,
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=4,
-    default_args=DEFAULT_ARGS,
     tags=[Tag.SCORING, Tag.DAILY],
-    params={
-        "day": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="UTC day to score (manual runs without a data interval)",
-        )
-    },
-    dagrun_timeout=timedelta(hours=8),
+    day_description="UTC day to score (manual runs without a data interval)",
 ) as dag:
     wait_for_features = FeatureDayReadySensor(task_id="wait_for_features")
 

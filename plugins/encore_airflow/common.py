@@ -63,3 +63,38 @@ def run_day(context: dict[str, Any]) -> date:
             f"data interval {start_utc.isoformat()} .. {end_utc.isoformat()} is not one UTC day"
         )
     return start_utc.date()
+
+
+def daily_dag(
+    dag_id: str,
+    *,
+    description: str,
+    doc_md: str | None,
+    tags: list[Tag],
+    max_active_runs: int = 4,
+    dagrun_timeout: timedelta = timedelta(hours=8),
+    day_description: str = "UTC day to process (manual runs without a data interval)",
+):
+    """A DAG that processes one UTC day per run, with the team's schedule and policy.
+
+    Runs cover ``[D, D+1)`` (``CronDataIntervalTimetable`` at midnight UTC, made at D+1);
+    a manual run may name its day with the ``day`` parameter (see :func:`run_day`).
+    """
+    from airflow.sdk import DAG, Param
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    return DAG(
+        dag_id=dag_id,
+        description=description,
+        doc_md=doc_md,
+        schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=max_active_runs,
+        default_args=DEFAULT_ARGS,
+        tags=[str(t) for t in tags],
+        params={
+            "day": Param(None, type=["null", "string"], format="date", description=day_description)
+        },
+        dagrun_timeout=dagrun_timeout,
+    )
