@@ -11,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := False
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint fmt bench airflow warehouse-stop clean
+.PHONY: help install demo test reliability lint fmt bench airflow warehouse-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ lint: $(STAMP) ## ruff
 fmt: $(STAMP) ## ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+reliability: $(STAMP) ## the reliability suite in full (SIGKILL each step 6 times at random points)
+	ENCORE_FAULT_KILLS=6 ENCORE_RELIABILITY_REPORT=var/reliability.json $(BIN)/pytest -q tests/reliability
 
 bench: $(STAMP) ## benchmarks (~30 min): each stage vs its floor, peak memory, churn quality bars
 	$(BIN)/python bench/ingest_bench.py

@@ -217,7 +217,8 @@ def scored(pg_admin: str, churn_world, tmp_path_factory):
     assert trained["status"] == "champion", trained["gate"]
     feature_validation.validate_features(day, run_id="fv", dsn=dsn, artifacts=artifacts)
     result = scoring.score_day(day, run_id="score-1", dsn=dsn)
-    yield {"dsn": dsn, "day": day, "trained": trained, "result": result}
+    landing = Path(str(churn_world.truth).removesuffix("_truth"))
+    yield {"dsn": dsn, "day": day, "trained": trained, "result": result, "landing": landing}
     _drop(pg_admin, name)
 
 
