@@ -11,6 +11,11 @@ Retrains the churn model on the features and labels known when the day closed.
    and HTML model card, and runs the promotion gate (`encore train churn --date D` does the
    same).
 
+3. **train_genre** trains the genre classifier (LightGBM on the audio summary features
+   against a small TensorFlow CNN on log-mel patches; the better one on held-out tracks)
+   on the labelled catalogue, registers and gates it (`encore train genre --date D`). It
+   skips when there are no labelled clips with audio features yet.
+
 Emits `encore_models` for the scoring DAG's lineage.
 """
 
@@ -27,7 +32,7 @@ MODELS = Asset(name="encore_models", uri="encore://warehouse/ml/model_registry")
 
 with daily_dag(
     "retrain_nightly",
-    description="Retrain, evaluate, register and gate the churn model",
+    description="Retrain, evaluate, register and gate the churn and genre models",
     doc_md=__doc__,
     tags=[Tag.TRAINING, Tag.DAILY],
     max_active_runs=1,
@@ -48,4 +53,22 @@ with daily_dag(
         context["outlet_events"][MODELS].extra = {"day": day.isoformat(), "model": "churn"}
         return result
 
-    wait_for_features >> train_churn()
+    @task(outlets=[MODELS])
+    def train_genre() -> dict:
+        """Train, evaluate, register and gate the genre classifier on the labelled clips."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks.genre import NotEnoughData
+        from ml_tasks.genre import train_genre as train
+
+        context = get_current_context()
+        day = run_day(context)
+        try:
+            result = train(day, run_id=context["run_id"], dsn=WarehouseHook().get_dsn())
+        except NotEnoughData as exc:  # no labelled clips with audio features yet
+            raise AirflowSkipException(str(exc)) from exc
+        context["outlet_events"][MODELS].extra = {"day": day.isoformat(), "model": "genre"}
+        return result
+
+    wait_for_features >> [train_churn(), train_genre()]

@@ -164,12 +164,29 @@ def cmd_feast(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from ml_tasks import churn
+    if args.model == "churn":
+        from ml_tasks.churn import train_churn as train
+    else:
+        from ml_tasks.genre import train_genre as train
 
     out = []
     for day in _days(args):
         run_id = args.run_id or f"cli-train-{args.model}-{day.isoformat()}"
-        out.append(churn.train_churn(day, run_id=run_id, dsn=args.dsn))
+        out.append(train(day, run_id=run_id, dsn=args.dsn))
+    _print(out if len(out) > 1 else out[0])
+
+
+def cmd_audio(args: argparse.Namespace) -> None:
+    from ml_tasks import audio, genre
+
+    out = []
+    for day in _days(args):
+        run_id = args.run_id or f"cli-audio-{day.isoformat()}"
+        result = {
+            "features": audio.extract_day(day, run_id=run_id, dsn=args.dsn, workers=args.workers),
+            "genres": genre.score_genres(day, run_id=run_id, dsn=args.dsn),
+        }
+        out.append(result)
     _print(out if len(out) > 1 else out[0])
 
 
@@ -360,9 +377,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_dsn(p)
 
     p = add("train", cmd_train, "train, evaluate, register and gate a model as of day(s)")
-    p.add_argument("model", choices=["churn"], help="model family")
+    p.add_argument("model", choices=["churn", "genre"], help="model family")
     add_days(p)
     add_dsn(p)
+
+    p = add(
+        "audio",
+        cmd_audio,
+        "librosa features of new or changed preview clips of day(s), then genre scores",
+    )
+    add_days(p)
+    add_dsn(p)
+    p.add_argument("--workers", type=int, help="decoding processes (default: every core)")
 
     p = add(
         "evaluate",

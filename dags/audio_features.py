@@ -1,0 +1,66 @@
+"""
+### audio_features
+
+Audio features and genres of the catalogue's preview clips, one UTC day at a time.
+
+1. **wait_for_raw_day** waits (reschedule mode) until the day is ingested and its raw
+   validation passed, so the DAG can run alone for any day (a backfill, a manual run).
+2. **extract** hashes the preview clip of every catalogue track as of the day and decodes
+   those new or changed (delivered that day, or whose file sha256, path or extractor
+   version differs from `features.track_audio`), on every core of the worker: librosa
+   MFCC, chroma, spectral, zero-crossing, RMS and tempo features are upserted into
+   `features.track_audio`; missing, corrupt, silent and too-short clips go to
+   `quarantine.audio_rejects` with the reason. One transaction per day
+   (`encore audio --date D` runs the same code).
+3. **score_genres** predicts the genre of every unlabelled catalogue track with the genre
+   model that was champion when the day closed, into `scores.track_genres`; without a
+   champion (`encore train genre --date D` trains one) it logs why and skips.
+
+Re-running a day leaves the same state: unchanged clips are not decoded again.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset, get_current_context, task
+
+from encore_airflow.common import Tag, daily_dag, run_day
+from encore_airflow.sensors import RawDayReadySensor
+
+AUDIO_DAY = Asset(name="encore_audio_day", uri="encore://warehouse/features/track_audio")
+
+with daily_dag(
+    "audio_features",
+    description="librosa features of new or changed preview clips, then genre scores",
+    doc_md=__doc__,
+    tags=[Tag.FEATURES, Tag.DAILY],
+    max_active_runs=1,  # extraction already uses every core of the worker
+) as dag:
+    wait_for_raw_day = RawDayReadySensor(task_id="wait_for_raw_day")
+
+    @task(outlets=[AUDIO_DAY])
+    def extract() -> dict:
+        """Extract the day's new or changed clips (see ml_tasks.audio.extract_day)."""
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks.audio import extract_day
+
+        context = get_current_context()
+        day = run_day(context)
+        result = extract_day(day, run_id=context["run_id"], dsn=WarehouseHook().get_dsn())
+        context["outlet_events"][AUDIO_DAY].extra = {"day": day.isoformat()}
+        return result
+
+    @task
+    def score_genres(extracted: dict) -> dict:
+        """Genre of the unlabelled catalogue with the day's champion; skips without one."""
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks.genre import score_genres as score
+
+        context = get_current_context()
+        result = score(run_day(context), run_id=context["run_id"], dsn=WarehouseHook().get_dsn())
+        if result["status"] == "skipped":
+            import logging
+
+            logging.getLogger("airflow.task").info("genre scoring skipped: %s", result["reason"])
+        return {**result, "audio": extracted}
+
+    wait_for_raw_day >> score_genres(extract())
