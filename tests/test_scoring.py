@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pendulum
 import pytest
+from psycopg import sql
 
 from ml_tasks import feature_validation, interventions, registry, scoring, warehouse
 
@@ -154,3 +155,46 @@ def test_score_daily_fans_out_over_user_ranges_with_dag_test(
     chunks = [k for k in states if k[0] == "score_chunk"]
     assert len(chunks) >= 3, "the day was fanned out over several user-id ranges"
     assert checksums(dsn, day) == before, "a fanned-out run equals the single-process one"
+
+
+def test_scoring_reads_exactly_what_feasts_point_in_time_join_serves(scored) -> None:
+    """Scoring reads the day's partition directly (COPY, fast); Feast would serve the same.
+
+    For entity timestamp D+1 00:00 (the scoring instant), Feast's point-in-time join
+    returns, for every user active on D, the very row the scorer reads.
+    """
+    from ml_tasks import feature_store, registry
+
+    dsn, day = scored["dsn"], scored["day"]
+    record = registry.champion("churn", scoring.day_end(day), dsn=dsn)
+    model = registry.load_churn_model(record)
+    columns = ["user_id", *model.feature_names]
+    with warehouse.connect(dsn) as conn:
+        direct = (
+            warehouse.read_arrow(
+                conn,
+                sql.SQL("SELECT {} FROM {}").format(
+                    sql.SQL(", ").join(map(sql.Identifier, columns)),
+                    warehouse.qualified(warehouse.partition_name("features.user_daily", day)),
+                ),
+            )
+            .to_pandas()
+            .sort_values("user_id")
+            .reset_index(drop=True)
+        )
+    served = feature_store.historical_features(
+        "SELECT user_id, ((dt + 1)::timestamp AT TIME ZONE 'UTC') AS event_timestamp"
+        f" FROM features.user_daily WHERE dt = DATE '{day.isoformat()}'",
+        "churn_v1",
+        dsn=dsn,
+    )
+    served = served[columns].sort_values("user_id").reset_index(drop=True)
+    assert len(served) == len(direct) > 100
+    for column in columns:
+        a, b = direct[column], served[column]
+        if a.dtype.kind in "fiub" or b.dtype.kind in "fiub":
+            a = pd.to_numeric(a, errors="coerce").astype(float)
+            b = pd.to_numeric(b, errors="coerce").astype(float)
+            assert np.allclose(a, b, equal_nan=True), column
+        else:
+            assert (a.astype(str) == b.astype(str)).all(), column
