@@ -16,6 +16,11 @@ Retrains the churn model on the features and labels known when the day closed.
    on the labelled catalogue, registers and gates it (`encore train genre --date D`). It
    skips when there are no labelled clips with audio features yet.
 
+4. **train_popularity** trains the 1/7/30-day play forecasts (a global LightGBM model and a
+   small TensorFlow LSTM over daily play sequences; per horizon the better one or their
+   blend, always beside the naive baseline), registers and gates them
+   (`encore train popularity --date D`).
+
 Emits `encore_models` for the scoring DAG's lineage.
 """
 
@@ -32,7 +37,7 @@ MODELS = Asset(name="encore_models", uri="encore://warehouse/ml/model_registry")
 
 with daily_dag(
     "retrain_nightly",
-    description="Retrain, evaluate, register and gate the churn and genre models",
+    description="Retrain, evaluate, register and gate the churn, genre and popularity models",
     doc_md=__doc__,
     tags=[Tag.TRAINING, Tag.DAILY],
     max_active_runs=1,
@@ -71,4 +76,22 @@ with daily_dag(
         context["outlet_events"][MODELS].extra = {"day": day.isoformat(), "model": "genre"}
         return result
 
-    wait_for_features >> [train_churn(), train_genre()]
+    @task(outlets=[MODELS])
+    def train_popularity() -> dict:
+        """Train, evaluate, register and gate the popularity forecasts (1, 7, 30 days)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks.popularity import NotEnoughHistory
+        from ml_tasks.popularity import train_popularity as train
+
+        context = get_current_context()
+        day = run_day(context)
+        try:
+            result = train(day, run_id=context["run_id"], dsn=WarehouseHook().get_dsn())
+        except NotEnoughHistory as exc:  # not enough days with known targets yet
+            raise AirflowSkipException(str(exc)) from exc
+        context["outlet_events"][MODELS].extra = {"day": day.isoformat(), "model": "popularity"}
+        return result
+
+    wait_for_features >> [train_churn(), train_genre(), train_popularity()]

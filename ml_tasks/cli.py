@@ -166,8 +166,10 @@ def cmd_feast(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     if args.model == "churn":
         from ml_tasks.churn import train_churn as train
-    else:
+    elif args.model == "genre":
         from ml_tasks.genre import train_genre as train
+    else:
+        from ml_tasks.popularity import train_popularity as train
 
     out = []
     for day in _days(args):
@@ -377,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dsn(p)
 
     p = add("train", cmd_train, "train, evaluate, register and gate a model as of day(s)")
-    p.add_argument("model", choices=["churn", "genre"], help="model family")
+    p.add_argument("model", choices=["churn", "genre", "popularity"], help="model family")
     add_days(p)
     add_dsn(p)
 

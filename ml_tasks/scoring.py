@@ -455,8 +455,15 @@ def record_skip(dsn: str, day: date, run_id: str, model_name: str, why: str) -> 
         )
 
 
+def score_popularity(day: date, **kwargs) -> dict:
+    """Track popularity forecasts for ``day`` (see :mod:`ml_tasks.popularity`)."""
+    from ml_tasks.popularity import score_popularity as score
+
+    return score(day, **kwargs)
+
+
 #: Model families ``encore score`` knows, in the order it scores them.
-FAMILIES = {CHURN_MODEL: score_churn}
+FAMILIES = {CHURN_MODEL: score_churn, "popularity": score_popularity}
 
 
 def score_day(

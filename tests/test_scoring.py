@@ -33,7 +33,7 @@ def checksums(dsn: str, day) -> dict:
 
 def test_every_active_user_is_scored_with_lineage(scored) -> None:
     dsn, day = scored["dsn"], scored["day"]
-    assert scored["result"]["skipped"] == {}
+    assert "churn" in scored["result"]["scored"] and "churn" not in scored["result"]["skipped"]
     churn = frame(dsn, "SELECT * FROM scores.churn WHERE dt = %s", (day,))
     users = frame(dsn, "SELECT user_id, is_paying FROM features.user_daily WHERE dt = %s", (day,))
     assert sorted(churn["user_id"]) == sorted(users["user_id"])
@@ -101,7 +101,11 @@ def test_rescoring_is_idempotent_and_chunking_does_not_change_results(scored) ->
     before = checksums(dsn, day)
     scoring.score_churn(day, run_id="score-2", dsn=dsn, chunk_users=97)
     assert checksums(dsn, day) == before
-    runs = frame(dsn, "SELECT run_id, status, rows FROM scores.scoring_runs ORDER BY run_id")
+    runs = frame(
+        dsn,
+        "SELECT run_id, status, rows FROM scores.scoring_runs WHERE model_name = 'churn'"
+        " ORDER BY run_id",
+    )
     assert list(runs["run_id"]) == ["score-1", "score-2"] and set(runs["status"]) == {"scored"}
 
 
@@ -111,7 +115,11 @@ def test_a_day_before_any_champion_is_skipped_and_says_so(scored) -> None:
     feature_validation.validate_features(earlier, run_id="fv", dsn=dsn)
     result = scoring.score_day(earlier, run_id="score-early", dsn=dsn)
     assert result["scored"] == {} and "no churn model was champion" in result["skipped"]["churn"]
-    runs = frame(dsn, "SELECT status, detail FROM scores.scoring_runs WHERE run_id = 'score-early'")
+    runs = frame(
+        dsn,
+        "SELECT status, detail FROM scores.scoring_runs"
+        " WHERE run_id = 'score-early' AND model_name = 'churn'",
+    )
     assert list(runs["status"]) == ["skipped"]
 
 

@@ -1,0 +1,335 @@
+"""The popularity models: a global LightGBM per horizon and a small TensorFlow LSTM per
+horizon, and :class:`PopularityModel`, the artifact that scores (per horizon: LightGBM, the
+LSTM or their average, whichever won on the holdout).
+
+- **LightGBM** (one model per horizon, all tracks together): lags (daily plays of the last
+  ``sequence_days`` days), window sums, the ``popularity_v1`` features, catalogue features
+  (age since release, artist momentum and size, genre, length, explicit) and audio
+  features when present. Objective ``tweedie`` (plays are over-dispersed counts; log link)
+  or ``l2_log1p`` (squared error on log1p(plays)).
+- **LSTM** (one per horizon): the daily play sequence (log1p(plays) and a "released yet"
+  flag per day) through an LSTM, concatenated with the static features (signed log1p,
+  standardized, genre one-hot), then a dense layer; trained on log1p(plays) with the mean
+  absolute error. The Keras network is kept as its weights (numpy arrays), so the artifact
+  is a plain pickle and TensorFlow is imported only when an LSTM is actually used.
+- **New releases**: a track with few days of history has mostly empty lags; both models
+  see ``days_since_release`` (and its log), ``released_days_in_window``,
+  ``plays_per_released_day``, the artist's plays per track and momentum, genre and audio
+  features, so they learn the launch curve from the tracks released earlier in the window
+  rather than extrapolating a short or empty sequence.
+
+Forecasts are made non-decreasing in the horizon (plays over 7 days >= over 1 day).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ml_tasks.popularity.config import LightGbmConfig, LstmConfig
+from ml_tasks.popularity.data import ID_COLUMNS, lag_column
+
+log = logging.getLogger(__name__)
+
+CHOICES = ("lightgbm", "lstm", "blend")
+
+
+def prediction_column(horizon: int) -> str:
+    return f"predicted_plays_{horizon}d"
+
+
+def wape(y: np.ndarray, p: np.ndarray) -> float | None:
+    """Weighted absolute percentage error: sum |y - p| / sum y (None when sum y == 0)."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    total = y.sum()
+    if total <= 0:
+        return None
+    return float(np.abs(y - p).sum() / total)
+
+
+def feature_names(frame: pd.DataFrame) -> list[str]:
+    """The model inputs of an example frame: everything but keys, text and targets."""
+    return [c for c in frame.columns if c not in ID_COLUMNS and not c.startswith("y_")]
+
+
+def _numeric(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The named columns as floats (missing columns -> NaN; genre is handled apart)."""
+    out = {}
+    for name in names:
+        if name == "genre":
+            continue
+        if name in frame.columns:
+            out[name] = pd.to_numeric(frame[name], errors="coerce").astype(float).to_numpy()
+        else:
+            out[name] = np.full(len(frame), np.nan)
+    return pd.DataFrame(out, index=frame.index)
+
+
+# --------------------------------------------------------------------------- LightGBM
+
+
+@dataclass
+class LightGbmMember:
+    """One horizon's global LightGBM model."""
+
+    names: list[str]
+    genres: list[str]
+    objective: str
+    estimator: object
+
+    def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
+        X = _numeric(frame, self.names)
+        if "genre" in self.names:
+            genre = (
+                frame["genre"] if "genre" in frame.columns else pd.Series(None, index=frame.index)
+            )
+            X["genre"] = pd.Categorical(genre, categories=self.genres)
+        return X[self.names]
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        raw = np.asarray(self.estimator.predict(self.matrix(frame)), dtype=float)
+        if self.objective == "l2_log1p":
+            raw = np.expm1(raw)
+        return np.clip(raw, 0.0, None)
+
+    def importances(self) -> dict[str, float]:
+        gains = np.asarray(
+            self.estimator.booster_.feature_importance(importance_type="gain"), dtype=float
+        )
+        total = gains.sum() or 1.0
+        pairs = sorted(zip(self.names, gains / total, strict=True), key=lambda kv: -kv[1])
+        return {k: round(float(v), 5) for k, v in pairs}
+
+
+def fit_lightgbm(
+    train: pd.DataFrame, target: str, names: list[str], genres: list[str], cfg: LightGbmConfig
+) -> LightGbmMember:
+    import lightgbm as lgb
+
+    member = LightGbmMember(names, genres, cfg.objective, None)
+    X = member.matrix(train)
+    y = train[target].to_numpy(dtype=float)
+    params = dict(
+        n_estimators=cfg.n_estimators,
+        learning_rate=cfg.learning_rate,
+        num_leaves=cfg.num_leaves,
+        min_child_samples=cfg.min_child_samples,
+        subsample=cfg.subsample,
+        subsample_freq=1,
+        colsample_bytree=cfg.colsample_bytree,
+        n_jobs=cfg.n_jobs,
+        random_state=cfg.seed,
+        verbose=-1,
+    )
+    if cfg.objective == "tweedie":
+        est = lgb.LGBMRegressor(
+            objective="tweedie", tweedie_variance_power=cfg.tweedie_variance_power, **params
+        )
+        est.fit(X, y)
+    else:
+        est = lgb.LGBMRegressor(objective="regression", **params)
+        est.fit(X, np.log1p(y))
+    member.estimator = est
+    return member
+
+
+# --------------------------------------------------------------------------- LSTM
+
+_TF_CONFIGURED = False
+
+
+def _tensorflow(threads: int):
+    global _TF_CONFIGURED
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    if not _TF_CONFIGURED:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # already initialized by someone else: keep its settings
+            pass
+        _TF_CONFIGURED = True
+    return tf
+
+
+def _build_network(tf, steps: int, n_static: int, cfg: LstmConfig):
+    keras = tf.keras
+    seq_in = keras.Input(shape=(steps, 2), name="sequence")
+    static_in = keras.Input(shape=(n_static,), name="static")
+    x = keras.layers.LSTM(cfg.units, name="lstm")(seq_in)
+    x = keras.layers.Concatenate()([x, static_in])
+    x = keras.layers.Dense(cfg.dense_units, activation="relu")(x)
+    out = keras.layers.Dense(1, name="log1p_plays")(x)
+    return keras.Model([seq_in, static_in], out)
+
+
+@dataclass
+class LstmMember:
+    """One horizon's LSTM over the daily play sequence plus static features."""
+
+    steps: int
+    static_names: list[str]
+    genres: list[str]
+    mean: np.ndarray
+    scale: np.ndarray
+    cfg: LstmConfig
+    #: Largest log1p(target) seen in training: outputs are clipped to [0, max_log + 0.5] so
+    #: that a row unlike any training row cannot explode through expm1.
+    max_log: float = 20.0
+    weights: list[np.ndarray] = field(default_factory=list)
+    _net: object = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_net"] = None  # rebuilt from the weights on first use
+        return state
+
+    def inputs(self, frame: pd.DataFrame) -> list[np.ndarray]:
+        lags = np.stack(
+            [frame[lag_column(k)].to_numpy(dtype=float) for k in range(self.steps - 1, -1, -1)],
+            axis=1,
+        )  # oldest first
+        since = frame["days_since_release"].to_numpy(dtype=float)
+        # step k (0 = oldest) is day D - (steps - 1 - k): released when since >= steps - 1 - k
+        released = (since[:, None] >= (self.steps - 1 - np.arange(self.steps))[None, :]).astype(
+            float
+        )
+        seq = np.stack([np.log1p(np.clip(lags, 0, None)), released], axis=2).astype(np.float32)
+        X = _numeric(frame, self.static_names).to_numpy(dtype=float)
+        X = np.sign(X) * np.log1p(np.abs(X))
+        X = (X - self.mean) / self.scale
+        X = np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)
+        genre = frame["genre"].to_numpy() if "genre" in frame.columns else np.full(len(frame), None)
+        onehot = (
+            np.stack([(genre == g).astype(float) for g in self.genres], axis=1)
+            if self.genres
+            else np.zeros((len(frame), 0))
+        )
+        static = np.concatenate([X, onehot], axis=1).astype(np.float32)
+        return [seq, static]
+
+    def network(self):
+        if self._net is None:
+            tf = _tensorflow(self.cfg.threads)
+            net = _build_network(
+                tf, self.steps, len(self.static_names) + len(self.genres), self.cfg
+            )
+            net.set_weights(self.weights)
+            self._net = net
+        return self._net
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        if len(frame) == 0:
+            return np.zeros(0)
+        seq, static = self.inputs(frame)
+        net = self.network()
+        # a direct call per batch: Keras' predict() retraces its tf.function for every new
+        # input size, which costs more than the forward pass on frames this small
+        out = np.concatenate(
+            [
+                np.asarray(net([seq[i : i + 8192], static[i : i + 8192]], training=False))
+                for i in range(0, len(seq), 8192)
+            ]
+        ).reshape(-1)
+        return np.expm1(np.clip(out.astype(float), 0.0, self.max_log + 0.5))
+
+
+def fit_lstm(
+    train: pd.DataFrame,
+    target: str,
+    names: list[str],
+    genres: list[str],
+    steps: int,
+    cfg: LstmConfig,
+) -> LstmMember:
+    tf = _tensorflow(cfg.threads)
+    tf.keras.utils.set_random_seed(cfg.seed)
+    static_names = [n for n in names if not n.startswith("lag_") and n != "genre"]
+    X = _numeric(train, static_names).to_numpy(dtype=float)
+    X = np.sign(X) * np.log1p(np.abs(X))
+    mean = np.nanmean(X, axis=0)
+    scale = np.nanstd(X, axis=0)
+    mean = np.nan_to_num(mean)
+    scale = np.where(np.isfinite(scale) & (scale > 1e-9), scale, 1.0)
+    member = LstmMember(steps, static_names, genres, mean, scale, cfg)
+    seq, static = member.inputs(train)
+    y = np.log1p(train[target].to_numpy(dtype=float)).astype(np.float32)
+    member.max_log = float(y.max(initial=0.0))
+    net = _build_network(tf, steps, static.shape[1], cfg)
+    net.compile(optimizer=tf.keras.optimizers.Adam(cfg.learning_rate), loss="mae")
+    net.fit(
+        [seq, static],
+        y,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        verbose=0,
+    )
+    member.weights = [np.asarray(w) for w in net.get_weights()]
+    member._net = net
+    return member
+
+
+# --------------------------------------------------------------------------- the artifact
+
+
+@dataclass
+class PopularityModel:
+    """What ``train_popularity`` registers: per horizon, the member(s) it chose."""
+
+    horizons: tuple[int, ...]
+    sequence_days: int
+    feature_names: list[str]
+    chosen: dict[int, str]
+    lightgbm: dict[int, LightGbmMember] = field(default_factory=dict)
+    lstm: dict[int, LstmMember] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return ", ".join(f"{h}d: {self.chosen[h]}" for h in self.horizons)
+
+    def predict_member(self, frame: pd.DataFrame, horizon: int, which: str) -> np.ndarray:
+        if which == "lightgbm":
+            return self.lightgbm[horizon].predict(frame)
+        if which == "lstm":
+            return self.lstm[horizon].predict(frame)
+        if which == "blend":
+            return 0.5 * (self.lightgbm[horizon].predict(frame) + self.lstm[horizon].predict(frame))
+        raise ValueError(f"unknown member {which!r}")
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Forecast plays per horizon, non-decreasing in the horizon."""
+        out = np.zeros((len(frame), len(self.horizons)))
+        for j, h in enumerate(sorted(self.horizons)):
+            if len(frame):
+                out[:, j] = self.predict_member(frame, h, self.chosen[h])
+        out = np.maximum.accumulate(out, axis=1)
+        return pd.DataFrame(
+            out, columns=[prediction_column(h) for h in sorted(self.horizons)], index=frame.index
+        )
+
+    def importances(self, horizon: int) -> dict[str, float]:
+        member = self.lightgbm.get(horizon)
+        return member.importances() if member is not None else {}
+
+    def prune(self) -> PopularityModel:
+        """Drop the members no horizon uses (no TensorFlow at scoring time unless needed)."""
+        keep_lgb = {
+            h: m for h, m in self.lightgbm.items() if self.chosen[h] in ("lightgbm", "blend")
+        }
+        keep_lstm = {h: m for h, m in self.lstm.items() if self.chosen[h] in ("lstm", "blend")}
+        return PopularityModel(
+            self.horizons,
+            self.sequence_days,
+            self.feature_names,
+            dict(self.chosen),
+            keep_lgb,
+            keep_lstm,
+        )

@@ -1,0 +1,506 @@
+"""Train, evaluate, register and gate the popularity model for one training date.
+
+Splits, per horizon H, by scoring date D (targets as of the end of the training date
+``day``: a target is known once D + H <= day):
+
+- **holdout**: the ``holdout_days`` latest dates whose H-day targets are known, i.e. ending
+  on day - H;
+- **training**: up to ``lookback_days`` dates before them, every ``stride_days``-th one,
+  ending ``purge`` days before the holdout starts so that the training targets were known
+  when the holdout's first forecast would have been made (purge = H, shortened -- and
+  recorded in the metrics -- when fewer than ``min_train_dates`` dates would remain, as in
+  a short history), and never closer than ``min_history_days`` to the first activity day.
+
+Per horizon, the global LightGBM model, the LSTM and their average are evaluated on the
+holdout by WAPE (sum |y - y_hat| / sum y); the best one serves that horizon. The naive
+baseline (the last H days' plays) is always reported beside it, also on new releases.
+
+Gate: with a champion (the one serving when the training day closes), the candidate's
+WAPE at ``gate.horizon`` on this holdout must not exceed the champion's (evaluated on the
+same rows) by more than ``gate.tolerance``; the first model must beat the naive baseline
+(WAPE below ``max_naive_ratio`` x naive). The feature days used must have passed
+validation (``features.track_daily`` suite) unless the config says otherwise, and a
+backfilled run never rewrites a later champion's stint. Promotion happens at the logical
+end of the training day.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ml_tasks import registry, warehouse
+from ml_tasks.popularity.config import PopularityConfig
+from ml_tasks.popularity.data import build_examples, days, naive_column, target_column
+from ml_tasks.popularity.model import (
+    PopularityModel,
+    feature_names,
+    fit_lightgbm,
+    fit_lstm,
+    prediction_column,
+    wape,
+)
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "popularity"
+FEATURE_SUITE = "features.track_daily"
+
+
+class NotEnoughHistory(RuntimeError):
+    """The warehouse does not hold enough activity days before the training date."""
+
+
+@dataclass(frozen=True)
+class HorizonSplit:
+    horizon: int
+    train: list[date]
+    holdout: list[date]
+    purge: int
+
+    def to_dict(self) -> dict:
+        def span(ds: list[date]) -> dict:
+            return {"first": ds[0].isoformat(), "last": ds[-1].isoformat(), "dates": len(ds)}
+
+        return {"train": span(self.train), "holdout": span(self.holdout), "purge_days": self.purge}
+
+
+def plan_splits(day: date, cfg: PopularityConfig, first_day: date) -> dict[int, HorizonSplit]:
+    """Training and holdout scoring dates per horizon (see the module docstring)."""
+    w = cfg.window
+    earliest = first_day + timedelta(days=w.min_history_days)
+    out = {}
+    for h in sorted(cfg.horizons):
+        last = day - timedelta(days=h)
+        holdout = days(last - timedelta(days=w.holdout_days - 1), last)
+        if not holdout or holdout[0] < earliest:
+            raise NotEnoughHistory(
+                f"training popularity on {day} needs activity days from {first_day} such that"
+                f" the {h}-day holdout ({holdout[0] if holdout else last}..{last}) starts at"
+                f" least {w.min_history_days} days after the first one"
+            )
+        train: list[date] = []
+        purge = h
+        while purge >= 1:
+            end = holdout[0] - timedelta(days=purge)
+            start = max(earliest, end - timedelta(days=w.lookback_days - 1))
+            train = days(start, end, w.stride_days)
+            if len(train) >= w.min_train_dates:
+                break
+            purge -= 1
+        if len(train) < w.min_train_dates:
+            raise NotEnoughHistory(
+                f"training popularity on {day}: fewer than {w.min_train_dates} training dates"
+                f" for the {h}-day horizon between {earliest} and {holdout[0]}"
+            )
+        out[h] = HorizonSplit(h, train, holdout, purge)
+    return out
+
+
+def first_activity_day(dsn: str) -> date:
+    with warehouse.connect(dsn) as conn:
+        first = conn.execute(
+            "SELECT min(dt) FROM features.build_log"
+            " WHERE table_name = 'features.track_activity_daily'"
+        ).fetchone()[0]
+    if first is None:
+        raise NotEnoughHistory("features.track_activity_daily has no day yet")
+    return first
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _segment(frame: pd.DataFrame, h: int, cfg: PopularityConfig) -> np.ndarray:
+    """New releases: released less than ``new_release_days`` before D (or within (D, D+H])."""
+    since = frame["days_since_release"].to_numpy(dtype=float)
+    return (since < cfg.window.new_release_days) & (since + h >= 0)
+
+
+def evaluate(model: PopularityModel, frame: pd.DataFrame, h: int, cfg: PopularityConfig) -> dict:
+    """WAPE of the served forecast at horizon ``h`` on ``frame``, beside the naive baseline,
+    overall and on new releases."""
+    y = frame[target_column(h)].to_numpy(dtype=float)
+    p = model.predict(frame)[prediction_column(h)].to_numpy()
+    naive = frame[naive_column(h)].to_numpy(dtype=float)
+    new = _segment(frame, h, cfg)
+    out = {
+        "rows": len(frame),
+        "actual_plays": float(y.sum()),
+        "wape": wape(y, p),
+        "naive_wape": wape(y, naive),
+        "bias": float(p.sum() / y.sum() - 1.0) if y.sum() > 0 else None,
+        "new_releases": {
+            "rows": int(new.sum()),
+            "wape": wape(y[new], p[new]) if new.any() else None,
+            "naive_wape": wape(y[new], naive[new]) if new.any() else None,
+        },
+    }
+    out["ratio_to_naive"] = (
+        out["wape"] / out["naive_wape"] if out["wape"] is not None and out["naive_wape"] else None
+    )
+    return out
+
+
+def fit_horizons(
+    data: pd.DataFrame, splits: dict[int, HorizonSplit], cfg: PopularityConfig
+) -> tuple[PopularityModel, dict]:
+    """Fit every family per horizon, pick the best (or the blend) on the holdout."""
+    names = feature_names(data.drop(columns=[c for c in data.columns if c.startswith("y_")]))
+    genres = sorted(str(g) for g in data["genre"].dropna().unique())
+    model = PopularityModel(tuple(sorted(cfg.horizons)), cfg.sequence_days, names, {})
+    candidates: dict[str, dict[str, float | None]] = {}
+    fit_seconds: dict[str, dict[str, float]] = {}
+    rows: dict[str, dict[str, int]] = {}
+    for h, split in sorted(splits.items()):
+        col = target_column(h)
+        train = data[data["dt"].isin(split.train) & data[col].notna()]
+        if len(train) > cfg.window.max_train_rows:
+            train = train.sample(cfg.window.max_train_rows, random_state=cfg.lightgbm.seed)
+        holdout = data[data["dt"].isin(split.holdout)].reset_index(drop=True)
+        y = holdout[col].to_numpy(dtype=float)
+        preds: dict[str, np.ndarray] = {}
+        secs: dict[str, float] = {}
+        if "lightgbm" in cfg.families:
+            t0 = time.perf_counter()
+            model.lightgbm[h] = fit_lightgbm(train, col, names, genres, cfg.lightgbm)
+            secs["lightgbm"] = round(time.perf_counter() - t0, 2)
+            preds["lightgbm"] = model.lightgbm[h].predict(holdout)
+        if "lstm" in cfg.families:
+            t0 = time.perf_counter()
+            model.lstm[h] = fit_lstm(train, col, names, genres, cfg.sequence_days, cfg.lstm)
+            secs["lstm"] = round(time.perf_counter() - t0, 2)
+            preds["lstm"] = model.lstm[h].predict(holdout)
+        if cfg.blend and len(preds) == 2:
+            preds["blend"] = 0.5 * (preds["lightgbm"] + preds["lstm"])
+        scores = {name: wape(y, p) for name, p in preds.items()}
+        ranked = [n for n in scores if scores[n] is not None]
+        chosen = min(ranked, key=lambda n: scores[n]) if ranked else next(iter(preds))
+        model.chosen[h] = chosen
+        candidates[str(h)] = {n: (None if v is None else round(v, 5)) for n, v in scores.items()}
+        fit_seconds[str(h)] = secs
+        rows[str(h)] = {"train": len(train), "holdout": len(holdout)}
+        log.info("popularity %dd: %s -> %s", h, candidates[str(h)], chosen)
+    return model.prune(), {"candidates": candidates, "fit_seconds": fit_seconds, "rows": rows}
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+def gate(
+    *,
+    candidate: dict,
+    champion: dict | None,
+    champion_version: str | None,
+    champion_error: str | None,
+    validation: dict,
+    cfg: PopularityConfig,
+) -> dict:
+    """The promotion verdict (same shape as :func:`ml_tasks.registry.gate`'s).
+
+    ``candidate`` / ``champion`` map str(horizon) -> {"wape", "naive_wape", ...}.
+    """
+    h = str(cfg.gate.horizon)
+    checks = []
+    cand = (candidate.get(h) or {}).get("wape")
+    if champion_error:
+        checks.append(
+            {
+                "check": "champion",
+                "passed": False,
+                "detail": f"current champion could not be evaluated: {champion_error}",
+            }
+        )
+    elif champion is not None:
+        champ = (champion.get(h) or {}).get("wape")
+        ok = cand is not None and (champ is None or cand <= champ + cfg.gate.tolerance)
+        checks.append(
+            {
+                "check": f"WAPE@{h}d vs champion {champion_version}",
+                "passed": ok,
+                "candidate": cand,
+                "champion": champ,
+                "tolerance": cfg.gate.tolerance,
+                "detail": (
+                    f"candidate WAPE {_r(cand)} vs champion {_r(champ)} on the same holdout"
+                    f" (may be worse by at most {cfg.gate.tolerance})"
+                ),
+            }
+        )
+    else:
+        naive = (candidate.get(h) or {}).get("naive_wape")
+        bound = None if naive is None else naive * cfg.gate.max_naive_ratio
+        ok = cand is not None and bound is not None and cand < bound
+        checks.append(
+            {
+                "check": f"WAPE@{h}d vs naive baseline (first model)",
+                "passed": ok,
+                "candidate": cand,
+                "naive": naive,
+                "max_naive_ratio": cfg.gate.max_naive_ratio,
+                "detail": (
+                    f"candidate WAPE {_r(cand)} must be below {cfg.gate.max_naive_ratio} x the"
+                    f" naive baseline's {_r(naive)}"
+                ),
+            }
+        )
+    required = cfg.gate.require_validated_features
+    checks.append(
+        {
+            "check": "training data validated",
+            **validation,
+            "passed": validation["passed"] or not required,
+            "required": required,
+            "detail": (
+                "every feature day passed validation"
+                if validation["passed"]
+                else _validation_gaps(validation)
+                + ("" if required else " (not required by config)")
+            ),
+        }
+    )
+    passed = all(c["passed"] for c in checks)
+    return {
+        "passed": passed,
+        "verdict": "promote" if passed else "keep as candidate",
+        "reasons": [c["detail"] for c in checks if not c["passed"]]
+        or [c["detail"] for c in checks],
+        "checks": checks,
+        "decided_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def _validation_gaps(validation: dict) -> str:
+    def days_text(ds: list[str]) -> str:
+        if not ds:
+            return "none"
+        return ", ".join(ds) if len(ds) <= 4 else f"{len(ds)} days ({ds[0]} .. {ds[-1]})"
+
+    return (
+        f"feature days that failed validation: {days_text(validation['failed_days'])};"
+        f" without a verdict: {days_text(validation['missing_days'])}"
+    )
+
+
+def _r(v: float | None) -> str:
+    return "none" if v is None else f"{v:.4f}"
+
+
+# --------------------------------------------------------------------------- training
+
+
+def load_popularity_model(record: registry.ModelRecord) -> PopularityModel:
+    """The verified :class:`PopularityModel` of a registry record (sha256 checked)."""
+    model = registry.load_model(record)
+    if not isinstance(model, PopularityModel):
+        raise registry.RegistryError(f"{record.artifact_path} does not hold a popularity model")
+    return model
+
+
+def _version(day: date, now: datetime) -> str:
+    return f"{day:%Y%m%d}-{now:%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def _record_run(dsn: str, run_id: str, day: date, started_at: datetime, **values) -> None:
+    cols = ["run_id", "model_name", "training_date", "started_at", *values]
+    with warehouse.connect(dsn) as conn, conn.transaction():
+        conn.execute(
+            f"INSERT INTO ml.training_runs ({', '.join(cols)})"
+            f" VALUES ({', '.join(['%s'] * len(cols))})"
+            " ON CONFLICT (run_id, model_name) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in cols[2:]),
+            (run_id, MODEL_NAME, day, started_at, *values.values()),
+        )
+
+
+def load_dataset(
+    day: date, splits: dict[int, HorizonSplit], cfg: PopularityConfig, dsn: str
+) -> pd.DataFrame:
+    """Examples (features from Feast, lags, naive baselines, targets as of ``day``) for
+    every scoring date of the splits."""
+    dates = sorted({d for s in splits.values() for d in (*s.train, *s.holdout)})
+    return build_examples(
+        dates,
+        as_of=day,
+        dsn=dsn,
+        horizons=tuple(sorted(cfg.horizons)),
+        sequence_days=cfg.sequence_days,
+        source="feast",
+    )
+
+
+def train_popularity(
+    day: date,
+    *,
+    run_id: str,
+    dsn: str | None = None,
+    artifacts: Path | None = None,
+    config: PopularityConfig | None = None,
+    promote_at: datetime | None = None,
+) -> dict:
+    """Train the popularity models for training date ``day``, register the chosen one, run
+    the gate, write the model card. Returns a JSON-friendly summary (version, WAPE per
+    horizon beside the naive baseline, gate verdict)."""
+    started = time.perf_counter()
+    started_at = datetime.now(UTC)
+    cfg = config or PopularityConfig.load()
+    target = warehouse.ensure_migrated(dsn)
+    _record_run(target, run_id, day, started_at, status="running")
+    try:
+        return _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
+    except Exception as exc:
+        _record_run(
+            target,
+            run_id,
+            day,
+            started_at,
+            status="failed",
+            finished_at=datetime.now(UTC),
+            error=f"{type(exc).__name__}: {exc}",
+            seconds=time.perf_counter() - started,
+        )
+        raise
+
+
+def _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at) -> dict:
+    splits = plan_splits(day, cfg, first_activity_day(target))
+    t0 = time.perf_counter()
+    data = load_dataset(day, splits, cfg, target)
+    load_seconds = round(time.perf_counter() - t0, 2)
+    model, fit_info = fit_horizons(data, splits, cfg)
+    holdouts = {
+        h: data[data["dt"].isin(s.holdout)].reset_index(drop=True) for h, s in splits.items()
+    }
+    evaluation = {}
+    for h, frame in holdouts.items():
+        evaluation[str(h)] = {
+            **evaluate(model, frame, h, cfg),
+            "chosen": model.chosen[h],
+            "candidates": fit_info["candidates"][str(h)],
+        }
+
+    # Models become champion at the logical end of their training day, so that scoring day
+    # D (which asks for the champion when D closed) uses a model trained on data up to D,
+    # and a backfill of scores reproduces history. The champion to beat is the one then.
+    day_closed = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    promote_at = promote_at or day_closed
+    champ_record = registry.champion(MODEL_NAME, promote_at, dsn=target)
+    champ_metrics, champ_error = None, None
+    if champ_record is not None:
+        try:
+            champ_model = load_popularity_model(champ_record)
+            champ_metrics = {
+                str(h): evaluate(champ_model, frame, h, cfg) for h, frame in holdouts.items()
+            }
+        except Exception as exc:  # a champion we cannot evaluate blocks promotion
+            champ_error = f"{type(exc).__name__}: {exc}"
+
+    used = sorted({d for s in splits.values() for d in (*s.train, *s.holdout)})
+    validation = registry.features_validated(used, suite=FEATURE_SUITE, dsn=target)
+    report = gate(
+        candidate=evaluation,
+        champion=champ_metrics,
+        champion_version=champ_record.version if champ_record else None,
+        champion_error=champ_error,
+        validation=validation,
+        cfg=cfg,
+    )
+    later = registry.later_champion(MODEL_NAME, promote_at, dsn=target)
+    if later is not None:
+        detail = (
+            f"a later champion ({later.version}) already serves from after {promote_at}:"
+            " a backfilled training run does not rewrite champion history"
+        )
+        report["checks"].append({"check": "chronology", "passed": False, "detail": detail})
+        failing = report["reasons"] if not report["passed"] else []
+        report["reasons"] = [*failing, detail]
+        report["passed"] = False
+        report["verdict"] = "keep as candidate"
+
+    now = datetime.now(UTC)
+    version = _version(day, now)
+    metrics = {
+        **evaluation,
+        "metric": "wape",
+        "chosen": {str(h): c for h, c in model.chosen.items()},
+        "kind": model.kind,
+        "champion": (
+            {"version": champ_record.version, **(champ_metrics or {})} if champ_record else None
+        ),
+        "splits": {str(h): s.to_dict() for h, s in splits.items()},
+        "rows": fit_info["rows"],
+        "fit_seconds": fit_info["fit_seconds"],
+        "load_seconds": load_seconds,
+        "features": len(model.feature_names),
+        "audio_features": sum(1 for n in model.feature_names if n.startswith("audio_")),
+    }
+    manifest = {
+        "model": MODEL_NAME,
+        "training_date": day.isoformat(),
+        "feature_service": cfg.feature_service,
+        "feature_names": model.feature_names,
+        "horizons": list(model.horizons),
+        "chosen": metrics["chosen"],
+        "sequence_days": cfg.sequence_days,
+        "run_id": run_id,
+        "trained_at": now.isoformat(),
+    }
+    path, sha = registry.save_artifact(model, MODEL_NAME, version, manifest, artifacts)
+    record = registry.register(
+        name=MODEL_NAME,
+        version=version,
+        horizons=list(model.horizons),
+        train_start=min(s.train[0] for s in splits.values()),
+        train_end=day,
+        feature_service=cfg.feature_service,
+        metrics=metrics,
+        artifact_path=path,
+        artifact_sha256=sha,
+        run_id=run_id,
+        trained_at=now,
+        dsn=target,
+    )
+    if report["passed"]:
+        record = registry.promote(MODEL_NAME, version, run_id=run_id, at=promote_at, dsn=target)
+    from ml_tasks.popularity.card import write_model_card
+
+    card = write_model_card(
+        record, model, holdouts, gate_report=report, validation=validation, day=day
+    )
+    registry.update_report(
+        MODEL_NAME, version, gate_report=report, model_card_uri=str(card), dsn=target
+    )
+    seconds = time.perf_counter() - started
+    _record_run(
+        target,
+        run_id,
+        day,
+        started_at,
+        status="succeeded",
+        finished_at=datetime.now(UTC),
+        version=version,
+        rows_train=sum(r["train"] for r in fit_info["rows"].values()),
+        rows_holdout=sum(r["holdout"] for r in fit_info["rows"].values()),
+        seconds=seconds,
+    )
+    log.info("trained popularity %s in %.1f s: %s", version, seconds, report["verdict"])
+    return {
+        "model": MODEL_NAME,
+        "version": version,
+        "status": record.status,
+        "chosen": metrics["chosen"],
+        "evaluation": evaluation,
+        "champion_before": champ_record.version if champ_record else None,
+        "gate": {"passed": report["passed"], "reasons": report["reasons"]},
+        "artifact": str(path),
+        "model_card": str(card),
+        "fit_seconds": fit_info["fit_seconds"],
+        "seconds": round(seconds, 1),
+    }
