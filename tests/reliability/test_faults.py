@@ -147,9 +147,7 @@ def test_a_killed_step_leaves_a_whole_day_and_a_rerun_converges(scored, step) ->
     def reader_sees_whole_days() -> None:
         with warehouse.connect(dsn) as conn:
             for table in tables:
-                seen = conn.execute(
-                    f"SELECT count(*) FROM {_relation(table, day)}"
-                ).fetchone()[0]
+                seen = conn.execute(f"SELECT count(*) FROM {_relation(table, day)}").fetchone()[0]
                 assert seen == counts[table], f"{step}: a reader saw {seen} rows of {table}"
 
     outcomes = []
