@@ -192,6 +192,21 @@ def cmd_audio(args: argparse.Namespace) -> None:
     _print(out if len(out) > 1 else out[0])
 
 
+def cmd_monitor(args: argparse.Namespace) -> None:
+    from ml_tasks import fraud
+
+    out = []
+    for day in _days(args):
+        run_id = args.run_id or f"cli-monitor-{day.isoformat()}"
+        out.append(
+            {
+                "day": day.isoformat(),
+                "stream_anomalies": fraud.detect_day(day, run_id=run_id, dsn=args.dsn),
+            }
+        )
+    _print(out if len(out) > 1 else out[0])
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from ml_tasks import registry, scoring, warehouse
     from ml_tasks.churn.training import compare_with_truth
@@ -391,6 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_days(p)
     add_dsn(p)
     p.add_argument("--workers", type=int, help="decoding processes (default: every core)")
+
+    p = add(
+        "monitor",
+        cmd_monitor,
+        "monitoring of day(s): (re)compute the stream-fraud flags (Isolation Forest)",
+    )
+    add_days(p)
+    add_dsn(p)
 
     p = add(
         "evaluate",
