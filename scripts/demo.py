@@ -5,8 +5,8 @@ of landing data. The history before the last ``--chain-days`` days is loaded wit
 functions the DAGs call (ingest, fraud flags, features; the feature days a model trains on
 are validated too), as a platform taking over an existing warehouse would. Then, for each
 of the last days, the DAGs run through ``dag.test()`` (Airflow's own task runner, with a
-SQLite metadata DB under ``var/airflow``): ingest_daily, features_daily, retrain_nightly
-(on the first chain day) and score_daily. Finally it prints what was produced and how to
+SQLite metadata DB under ``var/airflow``): ingest_daily, audio_features, features_daily,
+retrain_nightly (on the first chain day) and score_daily. Finally it prints what was produced and how to
 look at it. Re-running it gives the same warehouse state.
 """
 
@@ -36,7 +36,7 @@ from ml_tasks.settings import get_settings  # noqa: E402
 log = logging.getLogger("encore.demo")
 
 #: The DAGs of the nightly chain, in the order they run for a day.
-CHAIN = ("ingest_daily", "features_daily", "retrain_nightly", "score_daily")
+CHAIN = ("ingest_daily", "audio_features", "features_daily", "retrain_nightly", "score_daily")
 #: DAGs run only on the first chain day (retraining nightly is the scheduler's job; the
 #: demo trains once to keep its run short).
 FIRST_DAY_ONLY = ("retrain_nightly",)
@@ -169,18 +169,30 @@ def _report(dsn: str, outcomes, chain_start: date) -> str:
                 f" {flagged} fraud user-days, {scored:,} users scored ({at_risk:,} at risk)"
             )
             lines.append(f"    validation: {verdicts}")
-        lines += ["", "Models (analytics.model_leaderboard):"]
+        lines += ["", "Models (ml.model_registry; churn metrics in analytics.model_leaderboard):"]
         for row in conn.execute(
             "SELECT model_name, version, status, family, roc_auc_7d, roc_auc_30d,"
-            " baseline_roc_auc_30d, ece_30d, model_card_uri FROM analytics.model_leaderboard"
-            " ORDER BY trained_at"
+            " baseline_roc_auc_30d, ece_30d, model_card_uri,"
+            " (SELECT gate_report -> 'reasons' ->> 0 FROM ml.model_registry r"
+            "   WHERE r.model_name = l.model_name AND r.version = l.version)"
+            " FROM analytics.model_leaderboard l ORDER BY trained_at"
         ):
-            name, version, status, family, auc7, auc30, base30, ece30, card = row
-            lines.append(
-                f"  {name} {version} {status} ({family}): ROC AUC 7d {_fmt(auc7)},"
-                f" 30d {_fmt(auc30)} (baseline {_fmt(base30)}), ECE 30d {_fmt(ece30)}"
-            )
+            name, version, status, family, auc7, auc30, base30, ece30, card, why = row
+            if name == "churn":
+                lines.append(
+                    f"  {name} {version} {status} ({family}): ROC AUC 7d {_fmt(auc7)},"
+                    f" 30d {_fmt(auc30)} (baseline {_fmt(base30)}), ECE 30d {_fmt(ece30)}"
+                )
+            else:
+                lines.append(f"  {name} {version} {status}: {why}")
             lines.append(f"    model card: {card}")
+        lines += ["", "Scoring runs of the chain days (scores.scoring_runs):"]
+        for day, name, status, detail in conn.execute(
+            "SELECT dt, model_name, status, detail FROM scores.scoring_runs WHERE dt >= %s"
+            " ORDER BY dt, model_name, finished_at",
+            (chain_start,),
+        ):
+            lines.append(f"  {day} {name:<11} {status:<8} {detail}")
         lines += ["", "Today's intervention plan (analytics.intervention_plan_daily):"]
         for row in conn.execute(
             "SELECT intervention, users_recommended, users_in_plan, cost_in_plan,"

@@ -112,3 +112,30 @@ def small_churn_config(**gate):
         gate={"horizon": 7, "require_validated_features": False, **gate},
         calibration={"min_rows": 100, "min_positives": 10},
     )
+
+
+def scored_copy(pg_admin: str, world: ChurnWorld, artifacts: Path) -> dict:
+    """Clone the churn world, train a champion on its last day, validate and score that day.
+
+    Returns ``{name, dsn, day, trained, result, landing}``; drop ``name`` when done.
+    """
+    from ml_tasks import feature_validation, scoring
+    from ml_tasks.churn import train_churn
+
+    name, dsn = clone(pg_admin, world.template)
+    day = world.last_day
+    trained = train_churn(
+        day, run_id="train", dsn=dsn, artifacts=artifacts, config=small_churn_config()
+    )
+    assert trained["status"] == "champion", trained["gate"]
+    feature_validation.validate_features(day, run_id="fv", dsn=dsn, artifacts=artifacts)
+    result = scoring.score_day(day, run_id="score-1", dsn=dsn)
+    landing = Path(str(world.truth).removesuffix("_truth"))
+    return {
+        "name": name,
+        "dsn": dsn,
+        "day": day,
+        "trained": trained,
+        "result": result,
+        "landing": landing,
+    }

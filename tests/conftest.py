@@ -197,29 +197,11 @@ def scored(pg_admin: str, churn_world, tmp_path_factory):
 
     Tests may add rows (other days, other runs) but must not change the scored day.
     """
-    from churn_world import small_churn_config
-    from ml_tasks import feature_validation, scoring
-    from ml_tasks.churn import train_churn
+    from churn_world import drop, scored_copy
 
-    name = f"encore_s_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(churn_world.template)
-            )
-        )
-    dsn = warehouse.with_database(pg_admin, name)
-    artifacts = tmp_path_factory.mktemp("scored-artifacts")
-    day = churn_world.last_day
-    trained = train_churn(
-        day, run_id="train", dsn=dsn, artifacts=artifacts, config=small_churn_config()
-    )
-    assert trained["status"] == "champion", trained["gate"]
-    feature_validation.validate_features(day, run_id="fv", dsn=dsn, artifacts=artifacts)
-    result = scoring.score_day(day, run_id="score-1", dsn=dsn)
-    landing = Path(str(churn_world.truth).removesuffix("_truth"))
-    yield {"dsn": dsn, "day": day, "trained": trained, "result": result, "landing": landing}
-    _drop(pg_admin, name)
+    world = scored_copy(pg_admin, churn_world, tmp_path_factory.mktemp("scored-artifacts"))
+    yield world
+    drop(pg_admin, world["name"])
 
 
 @pytest.fixture

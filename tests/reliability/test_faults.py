@@ -129,10 +129,20 @@ def kill_during(
     return "finished before the kill" if finished else "killed"
 
 
+@pytest.fixture(scope="module")
+def world(pg_admin, churn_world, tmp_path_factory):
+    """A scored copy of the churn world of its own: the kills must not disturb other tests."""
+    from churn_world import drop, scored_copy
+
+    copy = scored_copy(pg_admin, churn_world, tmp_path_factory.mktemp("fault-artifacts"))
+    yield copy
+    drop(pg_admin, copy["name"])
+
+
 @pytest.mark.parametrize("step", list(STEPS))
-def test_a_killed_step_leaves_a_whole_day_and_a_rerun_converges(scored, step) -> None:
-    dsn, day = scored["dsn"], scored["day"]
-    landing = scored["landing"]
+def test_a_killed_step_leaves_a_whole_day_and_a_rerun_converges(world, step) -> None:
+    dsn, day = world["dsn"], world["day"]
+    landing = world["landing"]
     _, tables = STEPS[step]
     if step == "score":  # an earlier step may have rebuilt the features: validate them again
         from ml_tasks.feature_validation import validate_features
