@@ -6,8 +6,8 @@ functions the DAGs call (ingest, fraud flags, features; the feature days a model
 are validated too), as a platform taking over an existing warehouse would. Then, for each
 of the last days, the DAGs run through ``dag.test()`` (Airflow's own task runner, with a
 SQLite metadata DB under ``var/airflow``): ingest_daily, audio_features, features_daily,
-retrain_nightly (on the first chain day) and score_daily. Finally it prints what was produced and how to
-look at it. Re-running it gives the same warehouse state.
+retrain_nightly (on the first chain day) and score_daily. Finally it prints what was
+produced and how to look at it. Re-running it gives the same warehouse state.
 """
 
 from __future__ import annotations
