@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ml_tasks import warehouse
@@ -286,6 +287,25 @@ def champion(name: str, at: datetime, *, dsn: str | None = None) -> ModelRecord 
             (name, at, at),
         ).fetchone()
     return _record(row) if row else None
+
+
+def record_training_run(
+    dsn: str, model_name: str, run_id: str, day: date, started_at: datetime, **values
+) -> None:
+    """Insert or update the ``ml.training_runs`` row of a training run (status, rows, error)."""
+    cols = ["run_id", "model_name", "training_date", "started_at", *values]
+    statement = sql.SQL(
+        "INSERT INTO ml.training_runs ({cols}) VALUES ({params})"
+        " ON CONFLICT (run_id, model_name) DO UPDATE SET {updates}"
+    ).format(
+        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+        params=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
+        updates=sql.SQL(", ").join(
+            sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in cols[2:]
+        ),
+    )
+    with warehouse.connect(dsn) as conn, conn.transaction():
+        conn.execute(statement, (run_id, model_name, day, started_at, *values.values()))
 
 
 def later_champion(name: str, at: datetime, *, dsn: str | None = None) -> ModelRecord | None:

@@ -309,15 +309,7 @@ def _version(day: date, now: datetime) -> str:
 
 
 def _record_run(dsn: str, run_id: str, day: date, started_at: datetime, **values) -> None:
-    cols = ["run_id", "model_name", "training_date", "started_at", *values]
-    with warehouse.connect(dsn) as conn, conn.transaction():
-        conn.execute(
-            f"INSERT INTO ml.training_runs ({', '.join(cols)})"
-            f" VALUES ({', '.join(['%s'] * len(cols))})"
-            " ON CONFLICT (run_id, model_name) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in cols[2:]),
-            (run_id, MODEL_NAME, day, started_at, *values.values()),
-        )
+    registry.record_training_run(dsn, MODEL_NAME, run_id, day, started_at, **values)
 
 
 def load_dataset(
