@@ -43,11 +43,14 @@ fmt: $(STAMP) ## ruff fixes and formatting
 reliability: $(STAMP) ## the reliability suite in full (SIGKILL each step 6 times at random points)
 	ENCORE_FAULT_KILLS=6 ENCORE_RELIABILITY_REPORT=var/reliability.json $(BIN)/pytest -q tests/reliability
 
-bench: $(STAMP) ## benchmarks (~30 min): each stage vs its floor, peak memory, churn quality bars
+bench: $(STAMP) ## benchmarks (~60 min): each stage vs its floor, peak memory, model quality bars
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/features_bench.py
 	$(BIN)/python bench/scoring_bench.py
 	$(BIN)/python bench/churn_quality.py
+	$(BIN)/python bench/popularity_bench.py
+	$(BIN)/python bench/popularity_quality.py
+	$(BIN)/python bench/audio_bench.py
 
 airflow: $(STAMP) ## Airflow standalone (UI on :8080) over the project's DAGs
 	$(BIN)/airflow db migrate >/dev/null
