@@ -14,6 +14,10 @@ Scores one UTC day with the models that were champion when the day closed.
 4. **commit** plans the interventions under the day's budget and swaps `scores.churn` and
    `scores.interventions` for the day in one transaction, then emits `encore_scores_day`.
 
+5. **score_popularity** forecasts every catalogue track's plays over 1, 7 and 30 days
+   into `scores.track_popularity` with the popularity champion of the day, or records the
+   skip when there is none.
+
 `encore score --date D` runs the same functions in one process.
 """
 
@@ -88,6 +92,25 @@ with daily_dag(
         context["outlet_events"][SCORES_DAY].extra = {"day": day.isoformat()}
         return result
 
+    @task(outlets=[SCORES_DAY])
+    def score_popularity() -> dict:
+        """Forecast every catalogue track's plays over 1, 7 and 30 days (one swap)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks import scoring, warehouse
+
+        context = get_current_context()
+        day = run_day(context)
+        dsn = warehouse.ensure_migrated(WarehouseHook().get_dsn())
+        try:
+            result = scoring.score_popularity(day, run_id=context["run_id"], dsn=dsn)
+        except scoring.NoChampion as exc:
+            scoring.record_skip(dsn, day, context["run_id"], "popularity", str(exc))
+            raise AirflowSkipException(str(exc)) from exc
+        context["outlet_events"][SCORES_DAY].extra = {"day": day.isoformat()}
+        return result
+
     chunks = plan_chunks()
-    wait_for_features >> chunks
+    wait_for_features >> [chunks, score_popularity()]
     commit(score_chunk.expand(bounds=chunks))
