@@ -193,17 +193,12 @@ def cmd_audio(args: argparse.Namespace) -> None:
 
 
 def cmd_monitor(args: argparse.Namespace) -> None:
-    from ml_tasks import fraud
+    from ml_tasks import monitoring
 
     out = []
     for day in _days(args):
         run_id = args.run_id or f"cli-monitor-{day.isoformat()}"
-        out.append(
-            {
-                "day": day.isoformat(),
-                "stream_anomalies": fraud.detect_day(day, run_id=run_id, dsn=args.dsn),
-            }
-        )
+        out.append(monitoring.monitor_day(day, run_id=run_id, dsn=args.dsn))
     _print(out if len(out) > 1 else out[0])
 
 
@@ -410,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "monitor",
         cmd_monitor,
-        "monitoring of day(s): (re)compute the stream-fraud flags (Isolation Forest)",
+        "monitor day(s): fraud flags, drift (PSI), realized performance, the HTML report",
     )
     add_days(p)
     add_dsn(p)

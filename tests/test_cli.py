@@ -18,7 +18,9 @@ def test_monitor_flags_stream_fraud_for_a_day(world, world_dsn, capsys) -> None:
     code, out, _ = run(capsys, "monitor", "--date", day, "--dsn", world_dsn)
     assert code == 0
     result = json.loads(out)
-    assert result["day"] == day and result["stream_anomalies"]["scored"] > 0
+    assert result["day"] == day and result["fraud"]["scored"] > 0
+    assert result["drift_columns"] == 0  # no churn champion in this world: nothing to watch
+    assert result["report"].endswith(f"monitoring-{day}.html")
 
 
 def test_features_build_and_validate_without_materializing(world, world_dsn, capsys) -> None:

@@ -1,0 +1,62 @@
+"""Monitoring: drift against the training window, realized performance, the daily report."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml_tasks import monitoring, registry, scoring, warehouse
+
+pytestmark = pytest.mark.slow
+
+
+def test_psi_is_zero_for_the_same_distribution_and_grows_with_a_shift() -> None:
+    rng = np.random.default_rng(3)
+    reference = rng.normal(0, 1, 20_000)
+    assert monitoring.psi(reference, rng.normal(0, 1, 20_000)) < 0.01
+    shifted = monitoring.psi(reference, rng.normal(0.5, 1, 20_000))
+    assert 0.1 < shifted < monitoring.psi(reference, rng.normal(1.5, 1, 20_000))
+    with_nans = np.where(rng.random(20_000) < 0.3, np.nan, rng.normal(0, 1, 20_000))
+    assert monitoring.psi(reference, with_nans) > 0.25  # missing values are a bin of their own
+
+
+def test_monitor_day_writes_drift_realized_performance_and_a_report(scored, tmp_path) -> None:
+    dsn, day = scored["dsn"], scored["day"]
+    earlier = day - timedelta(days=7)
+    # score the day a week earlier with today's champion, so its 7-day labels have matured
+    record = registry.champion("churn", scoring.day_end(day), dsn=dsn)
+    scoring.prepare_stage(earlier, dsn=dsn)
+    scoring.score_churn_chunk(earlier, 0, 2**62, run_id="past", dsn=dsn, record=record)
+    scoring.commit_churn(earlier, run_id="past", dsn=dsn)
+
+    summary = monitoring.monitor_day(day, run_id="m1", dsn=dsn, artifacts=tmp_path)
+    model = registry.load_churn_model(record)
+    with warehouse.connect(dsn) as conn:
+        drift = dict(
+            conn.execute(
+                "SELECT column_name, status FROM monitoring.drift WHERE dt = %s", (day,)
+            ).fetchall()
+        )
+        realized = conn.execute(
+            "SELECT horizon, rows, positives, roc_auc, brier FROM"
+            " monitoring.realized_performance WHERE scored_for = %s",
+            (earlier,),
+        ).fetchall()
+        report = conn.execute(
+            "SELECT path FROM monitoring.reports WHERE dt = %s", (day,)
+        ).fetchone()
+    assert set(drift) == {*model.feature_names, "score:p_churn_30d"}
+    assert set(drift.values()) <= {"ok", "warn", "alert"}
+    assert [r[0] for r in realized] == [7] and realized[0][1] > 100 and realized[0][2] > 0
+    assert realized[0][3] > 0.6, "a champion ranks churners a week later better than chance"
+    assert Path(report[0]).read_text().count("<tr>") > len(model.feature_names)
+    assert summary["realized"][0]["horizon"] == 7
+    again = monitoring.monitor_day(day, run_id="m2", dsn=dsn, artifacts=tmp_path)
+    assert again["drift_columns"] == summary["drift_columns"]
+    with warehouse.connect(dsn) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM monitoring.drift WHERE dt = %s", (day,)
+        ).fetchone()[0] == len(drift)
