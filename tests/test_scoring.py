@@ -104,7 +104,8 @@ def test_rescoring_is_idempotent_and_chunking_does_not_change_results(scored) ->
     runs = frame(
         dsn,
         "SELECT run_id, status, rows FROM scores.scoring_runs WHERE model_name = 'churn'"
-        " ORDER BY run_id",
+        " AND dt = %s ORDER BY run_id",
+        (day,),
     )
     assert list(runs["run_id"]) == ["score-1", "score-2"] and set(runs["status"]) == {"scored"}
 
