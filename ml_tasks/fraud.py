@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import yaml
 
 from ml_tasks import warehouse
-from ml_tasks.settings import get_settings
+from ml_tasks.yaml_config import load_flat
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +80,7 @@ class FraudConfig:
 
     @classmethod
     def load(cls, path: Path | None = None) -> FraudConfig:
-        path = path or get_settings().config_dir / "fraud.yaml"
-        doc = yaml.safe_load(path.read_text()) or {}
-        unknown = set(doc) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"{path.name}: unknown setting(s) {sorted(unknown)}")
-        return cls(**doc)
+        return load_flat(cls, "fraud.yaml", path)
 
     @property
     def version(self) -> str:

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from psycopg import sql
 
 from ml_tasks import fraud, registry, warehouse
 from ml_tasks.settings import get_settings
+from ml_tasks.yaml_config import load_flat
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,9 @@ class MonitoringConfig:
 
     @classmethod
     def load(cls, path: Path | None = None) -> MonitoringConfig:
-        path = path or get_settings().config_dir / "monitoring.yaml"
-        doc = yaml.safe_load(path.read_text()) or {}
-        unknown = set(doc) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"{path.name}: unknown setting(s) {sorted(unknown)}")
-        config = cls(**doc)
+        config = load_flat(cls, "monitoring.yaml", path)
         if not 0 < config.psi_warn < config.psi_alert:
-            raise ValueError(f"{path.name}: need 0 < psi_warn < psi_alert")
+            raise ValueError("monitoring.yaml: need 0 < psi_warn < psi_alert")
         return config
 
     def status(self, psi: float) -> str:

@@ -60,3 +60,17 @@ def test_monitor_day_writes_drift_realized_performance_and_a_report(scored, tmp_
         assert conn.execute(
             "SELECT count(*) FROM monitoring.drift WHERE dt = %s", (day,)
         ).fetchone()[0] == len(drift)
+
+
+def test_settings_files_refuse_unknown_and_inconsistent_keys(tmp_path) -> None:
+    from ml_tasks.fraud import FraudConfig
+
+    bogus = tmp_path / "fraud.yaml"
+    bogus.write_text("threshold: 0.7\nthreshhold: 0.8\n")
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['threshhold'\]"):
+        FraudConfig.load(bogus)
+    inverted = tmp_path / "monitoring.yaml"
+    inverted.write_text("psi_warn: 0.3\npsi_alert: 0.2\n")
+    with pytest.raises(ValueError, match="psi_warn < psi_alert"):
+        monitoring.MonitoringConfig.load(inverted)
+    assert monitoring.MonitoringConfig.load().status(0.3) == "alert"
