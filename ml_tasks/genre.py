@@ -32,7 +32,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ import pandas as pd
 import yaml
 
 from ml_tasks import audio, registry, warehouse
+from ml_tasks.scoring import day_end
 from ml_tasks.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -452,22 +453,10 @@ def genre_gate(
             "detail": f"held-out accuracy {cand} vs the floor {cfg.min_accuracy}",
         }
     )
-    passed = all(c["passed"] for c in checks)
-    return {
-        "passed": passed,
-        "verdict": "promote" if passed else "keep as candidate",
-        "reasons": [c["detail"] for c in checks if not c["passed"]]
-        or [c["detail"] for c in checks],
-        "checks": checks,
-        "decided_at": datetime.now(UTC).isoformat(),
-    }
+    return registry.verdict(checks)
 
 
 # --------------------------------------------------------------------------- training
-
-
-def day_end(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
 
 
 def _record_run(dsn: str, run_id: str, day: date, started_at: datetime, **values) -> None:

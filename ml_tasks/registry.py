@@ -496,6 +496,12 @@ def gate(
             ),
         }
     )
+    return verdict(checks)
+
+
+def verdict(checks: list[dict]) -> dict:
+    """A gate's decision from its checks (each ``{check, passed, detail, ...}``): promote
+    only if every check passed; the reasons are the failed checks' details (or all)."""
     passed = all(c["passed"] for c in checks)
     return {
         "passed": passed,

@@ -266,15 +266,7 @@ def gate(
             ),
         }
     )
-    passed = all(c["passed"] for c in checks)
-    return {
-        "passed": passed,
-        "verdict": "promote" if passed else "keep as candidate",
-        "reasons": [c["detail"] for c in checks if not c["passed"]]
-        or [c["detail"] for c in checks],
-        "checks": checks,
-        "decided_at": datetime.now(UTC).isoformat(),
-    }
+    return registry.verdict(checks)
 
 
 def _validation_gaps(validation: dict) -> str:
