@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ml_tasks.churn import explain
+
 log = logging.getLogger(__name__)
 
 #: Columns of features.user_daily that are identifiers or lineage, never inputs.
@@ -121,22 +123,6 @@ def make_estimator(family: str, gbm) -> object:
     raise ValueError(f"unknown model family {family!r}")
 
 
-def contributions(family: str, estimator, X: pd.DataFrame) -> np.ndarray:
-    """Per-row, per-column contributions (log-odds) of a fitted hazard classifier."""
-    if family == "xgboost":
-        import xgboost as xgb
-
-        booster = estimator.get_booster()
-        return booster.predict(xgb.DMatrix(X), pred_contribs=True)[:, :-1]
-    if family == "lightgbm":
-        return np.asarray(estimator.predict_proba(X, pred_contrib=True))[:, :-1]
-    if family == "catboost":
-        from catboost import Pool
-
-        return estimator.get_feature_importance(Pool(X), type="ShapValues")[:, :-1]
-    raise ValueError(family)
-
-
 @dataclass
 class HorizonCalibrator:
     """A monotone map of one horizon's raw probability (isotonic or Platt), or identity."""
@@ -184,6 +170,15 @@ class ChurnModel:
     name: str = "churn"
     #: 30-day-ish band used for reasons: the band ending at this horizon.
     reason_horizon: int = 30
+    #: Path tables of the members, built on first use (never pickled with the model).
+    _path_tables: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_path_tables"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._path_tables = {}
 
     @property
     def kind(self) -> str:
@@ -238,27 +233,66 @@ class ChurnModel:
 
     # ------------------------------------------------------------------ reasons
 
-    def contributions(self, frame: pd.DataFrame) -> np.ndarray:
+    def contributions(self, frame: pd.DataFrame, method: str = "path") -> np.ndarray:
         """Per-row feature contributions (log-odds of the hazard of the band ending at
-        ``reason_horizon``, averaged over members); positive raises the risk."""
+        ``reason_horizon``, averaged over members); positive raises the risk.
+
+        ``method``: ``path`` (Saabas path attributions) or ``shap`` (exact TreeSHAP); see
+        :mod:`ml_tasks.churn.explain`.
+        """
+        if method not in explain.METHODS:
+            raise ValueError(f"unknown contribution method {method!r}; known: {explain.METHODS}")
         X = self._inputs(frame)
         X[BAND_COLUMN] = float(self.reason_horizon)
         total = np.zeros((len(X), len(self.feature_names)))
-        for family, est in self.members:
-            total += contributions(family, est, X)[:, : len(self.feature_names)]
+        for k, (family, est) in enumerate(self.members):
+            total += self._member_contributions(k, family, est, X, method)[
+                :, : len(self.feature_names)
+            ]
         return total / len(self.members)
 
-    def reasons(self, frame: pd.DataFrame, top: int = 3) -> list[list[tuple[str, float]]]:
-        """The ``top`` features that raise each row's risk most, with their contribution."""
+    def _member_contributions(
+        self, k: int, family: str, est, X: pd.DataFrame, method: str
+    ) -> np.ndarray:
+        if method == "shap":
+            return explain.shap_contributions(family, est, X)
+        if family == "xgboost":  # XGBoost's own Saabas (the same figures, tested), in C++
+            import xgboost as xgb
+
+            return est.get_booster().predict(
+                xgb.DMatrix(X), pred_contribs=True, approx_contribs=True
+            )[:, :-1]
+        if k not in self._path_tables:
+            self._path_tables[k] = explain.path_table(family, est, list(X.columns))
+        return self._path_tables[k].contributions(explain.leaf_indices(family, est, X))
+
+    def top_reasons(
+        self, frame: pd.DataFrame, top: int = 3, method: str = "path"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's ``top`` largest positive contributions, largest first.
+
+        Returns ``(columns, contributions)``, both of shape (rows, top): indices into
+        :attr:`feature_names` (-1 where a row has fewer than ``top`` positive ones) and
+        their contributions (0 there).
+        """
         if not len(frame):
-            return []
-        contrib = self.contributions(frame)
+            return np.zeros((0, top), dtype=np.int64), np.zeros((0, top))
+        contrib = self.contributions(frame, method)
         order = np.argsort(-contrib, axis=1, kind="stable")[:, :top]
+        picked = np.take_along_axis(contrib, order, axis=1)
+        positive = picked > 0
+        return np.where(positive, order, -1), np.where(positive, picked, 0.0)
+
+    def reasons(
+        self, frame: pd.DataFrame, top: int = 3, method: str = "path"
+    ) -> list[list[tuple[str, float]]]:
+        """The ``top`` features that raise each row's risk most, with their contribution."""
+        columns, contrib = self.top_reasons(frame, top, method)
         names = self.feature_names
-        out = []
-        for i, cols in enumerate(order):
-            out.append([(names[c], float(contrib[i, c])) for c in cols if contrib[i, c] > 0])
-        return out
+        return [
+            [(names[c], float(v)) for c, v in zip(cols, vals, strict=True) if c >= 0]
+            for cols, vals in zip(columns.tolist(), contrib.tolist(), strict=True)
+        ]
 
     def feature_importances(self) -> dict[str, float]:
         """Mean importance per input over members (each normalised to sum to 1)."""
