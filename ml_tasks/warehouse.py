@@ -18,11 +18,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
 from ml_tasks.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -380,7 +384,7 @@ def read_arrow(conn: psycopg.Connection, query: sql.Composable, params: Sequence
     import pyarrow.csv as pacsv
 
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT * FROM ({}) q LIMIT 0").format(query), params)
+        cur.execute(sql.SQL("SELECT * FROM ({}) q LIMIT 0").format(query), params or None)
         description = cur.description
     types = {}
     for column in description:
@@ -393,7 +397,7 @@ def read_arrow(conn: psycopg.Connection, query: sql.Composable, params: Sequence
             types[column.name] = pa.type_for_alias(name)
     buffer = io.BytesIO()
     copy_sql = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER true)").format(query)
-    with conn.cursor() as cur, cur.copy(copy_sql, params) as copy:
+    with conn.cursor() as cur, cur.copy(copy_sql, params or None) as copy:
         for chunk in copy:
             buffer.write(chunk)
     buffer.seek(0)
@@ -406,6 +410,62 @@ def read_arrow(conn: psycopg.Connection, query: sql.Composable, params: Sequence
             false_values=["f"],
         ),
     )
+
+
+_PGCOPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+
+def read_numbers(
+    conn: psycopg.Connection,
+    query: sql.Composable,
+    params: Sequence = (),
+    *,
+    integers: Sequence[str] = (),
+) -> dict[str, np.ndarray]:
+    """Run ``query``, whose columns are all ``float8`` or ``int8`` and never NULL, through a
+    binary ``COPY ... TO STDOUT`` and decode it with one numpy ``frombuffer``.
+
+    Every row is then the same 2 + 12 x columns bytes, so nothing is parsed row by row, and
+    the server sends binary doubles instead of formatting them as text (the larger cost of
+    a CSV read of a wide float table). Columns named in ``integers`` are ``int8``; the rest
+    ``float8``. The caller makes NULLs explicit (e.g. ``COALESCE(x::float8, 'NaN')``).
+    Returns column name -> array, in the query's column order.
+    """
+    import numpy as np
+
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT * FROM ({}) q LIMIT 0").format(query), params or None)
+        names = [c.name for c in cur.description]
+        kinds = {c.name: c.type_code for c in cur.description}
+    wanted = {n: (20 if n in integers else 701) for n in names}
+    wrong = [n for n in names if kinds[n] != wanted[n]]
+    if wrong:
+        raise TypeError(f"read_numbers: columns {wrong} are not the float8/int8 they must be")
+    buffer = io.BytesIO()
+    copy_sql = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(query)
+    with conn.cursor() as cur, cur.copy(copy_sql, params or None) as copy:
+        for chunk in copy:
+            buffer.write(chunk)
+    raw = buffer.getbuffer()
+    if bytes(raw[:11]) != _PGCOPY_SIGNATURE:
+        raise ValueError("read_numbers: not a binary COPY stream")
+    start = 19 + int.from_bytes(raw[15:19], "big")
+    fields = [("count", ">i2")]
+    for i, name in enumerate(names):
+        fields += [(f"len{i}", ">i4"), (name, ">i8" if name in integers else ">f8")]
+    row = np.dtype(fields)
+    body = len(raw) - start - 2  # the stream ends with a 2-byte -1
+    if body % row.itemsize:
+        raise ValueError("read_numbers: a value is NULL or not 8 bytes wide (make NULLs explicit)")
+    data = np.frombuffer(raw, dtype=row, count=body // row.itemsize, offset=start)
+    lengths_ok = (data["count"] == len(names)).all() and all(
+        (data[f"len{i}"] == 8).all() for i in range(len(names))
+    )
+    if not lengths_ok:
+        raise ValueError("read_numbers: a value is NULL or not 8 bytes wide (make NULLs explicit)")
+    out = {name: data[name].astype(np.int64 if name in integers else np.float64) for name in names}
+    del data, raw
+    return out
 
 
 def _csv_friendly(data):

@@ -116,3 +116,25 @@ def test_with_database_swaps_only_the_database() -> None:
     )
     with pytest.raises(ValueError, match="URL-style"):
         warehouse.with_database("host=h dbname=a", "b")
+
+
+def test_read_numbers_decodes_binary_copy_and_refuses_nulls(warehouse_dsn: str) -> None:
+    import numpy as np
+    from psycopg import sql
+
+    query = sql.SQL(
+        "SELECT g::int8 AS id, g / 4.0::float8 AS x, COALESCE(NULLIF(g % 3, 0)::float8, 'NaN')"
+        " AS y FROM generate_series(1, 1000) g"
+    )
+    with warehouse.connect(warehouse_dsn) as conn:
+        out = warehouse.read_numbers(conn, query, integers=("id",))
+        assert list(out) == ["id", "x", "y"]
+        assert out["id"].dtype == np.int64 and out["id"].tolist() == list(range(1, 1001))
+        np.testing.assert_array_equal(out["x"], np.arange(1, 1001) / 4.0)
+        assert np.isnan(out["y"][2]) and out["y"][3] == 1.0
+        empty = warehouse.read_numbers(conn, sql.SQL("SELECT 1::float8 AS a WHERE false"))
+        assert empty["a"].shape == (0,)
+        with pytest.raises(ValueError, match="NULL"):
+            warehouse.read_numbers(conn, sql.SQL("SELECT NULL::float8 AS a, 1::float8 AS b"))
+        with pytest.raises(TypeError, match=r"\['a'\]"):
+            warehouse.read_numbers(conn, sql.SQL("SELECT 1::int4 AS a"))
