@@ -3,6 +3,9 @@
 
 Audio features and genres of the catalogue's preview clips, one UTC day at a time.
 
+Runs when `ingest_daily` announces a day (`encore_raw_day`), on that day; the midnight-UTC
+cron timetable stays for backfills and as a fallback.
+
 1. **wait_for_raw_day** waits (reschedule mode) until the day is ingested and its raw
    validation passed, so the DAG can run alone for any day (a backfill, a manual run).
 2. **extract** hashes the preview clip of every catalogue track as of the day and decodes
@@ -11,7 +14,8 @@ Audio features and genres of the catalogue's preview clips, one UTC day at a tim
    MFCC, chroma, spectral, zero-crossing, RMS and tempo features are upserted into
    `features.track_audio`; missing, corrupt, silent and too-short clips go to
    `quarantine.audio_rejects` with the reason. One transaction per day
-   (`encore audio --date D` runs the same code).
+   (`encore audio --date D` runs the same code). Emits `encore_audio_day` with the day
+   (`retrain_nightly` runs on it).
 3. **score_genres** predicts the genre of every unlabelled catalogue track with the genre
    model that was champion when the day closed, into `scores.track_genres`; without a
    champion (`encore train genre --date D` trains one) it logs why and skips.
@@ -21,21 +25,21 @@ Re-running a day leaves the same state: unchanged clips are not decoded again.
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, get_current_context, task
+from airflow.sdk import get_current_context, task
 
+from encore_airflow.assets import AUDIO_DAY, CHAIN_ROOT, RAW_DAY, announce
 from encore_airflow.common import Tag, daily_dag, run_day
 from encore_airflow.sensors import RawDayReadySensor
-
-AUDIO_DAY = Asset(name="encore_audio_day", uri="encore://warehouse/features/track_audio")
 
 with daily_dag(
     "audio_features",
     description="librosa features of new or changed preview clips, then genre scores",
     doc_md=__doc__,
     tags=[Tag.FEATURES, Tag.DAILY],
+    upstream=[RAW_DAY],
     max_active_runs=1,  # extraction already uses every core of the worker
 ) as dag:
-    wait_for_raw_day = RawDayReadySensor(task_id="wait_for_raw_day")
+    wait_for_raw_day = RawDayReadySensor(task_id="wait_for_raw_day", yield_to=CHAIN_ROOT)
 
     @task(outlets=[AUDIO_DAY])
     def extract() -> dict:
@@ -46,7 +50,7 @@ with daily_dag(
         context = get_current_context()
         day = run_day(context)
         result = extract_day(day, run_id=context["run_id"], dsn=WarehouseHook().get_dsn())
-        context["outlet_events"][AUDIO_DAY].extra = {"day": day.isoformat()}
+        announce(context, AUDIO_DAY, day)
         return result
 
     @task

@@ -3,6 +3,10 @@
 
 Computes one UTC day of features, validates them, and loads them into Feast's online store.
 
+Runs when `ingest_daily` announces a day (`encore_raw_day`), on that day; the midnight-UTC
+cron timetable stays for backfills and as a fallback (a scheduled run stands aside once
+the day was announced, see `docs/operations.md`).
+
 1. **wait_for_raw_day** waits (reschedule mode) until the day is ingested and its raw
    validation passed after the latest ingest, so the DAG can run alone for any day.
 2. **detect_fraud** scores the day's user behaviour with an Isolation Forest and replaces
@@ -14,28 +18,29 @@ Computes one UTC day of features, validates them, and loads them into Feast's on
 4. **validate** runs the GX suites on the day's feature partitions (row counts against the
    raw populations, ranges, nulls, window order); nothing downstream reads a failed day.
 5. **materialize** applies the Feast repo (idempotent) and materializes exactly the day's
-   interval into the online store, then emits the `encore_features_day` asset.
+   interval into the online store, then emits the `encore_features_day` asset with the
+   day (`retrain_nightly`, `score_daily` and `monitor_daily` run on it).
 
 Re-running a day, or backfilling a range in any order, leaves the same state.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, get_current_context, task
+from airflow.sdk import get_current_context, task
 
+from encore_airflow.assets import CHAIN_ROOT, FEATURES_DAY, RAW_DAY, announce
 from encore_airflow.common import Tag, daily_dag, run_day
 from encore_airflow.sensors import RawDayReadySensor
-
-FEATURES_DAY = Asset(name="encore_features_day", uri="encore://warehouse/features")
 
 with daily_dag(
     "features_daily",
     description="Build, validate and materialize one UTC day of features",
     doc_md=__doc__,
     tags=[Tag.FEATURES, Tag.DAILY],
+    upstream=[RAW_DAY],
     day_description="UTC day to build (manual runs without a data interval)",
 ) as dag:
-    wait_for_raw_day = RawDayReadySensor(task_id="wait_for_raw_day")
+    wait_for_raw_day = RawDayReadySensor(task_id="wait_for_raw_day", yield_to=CHAIN_ROOT)
 
     @task
     def detect_fraud() -> dict:
@@ -87,7 +92,7 @@ with daily_dag(
         dsn = WarehouseHook().get_dsn()
         feature_store.apply(dsn=dsn)
         loaded = feature_store.materialize_day(day, dsn=dsn)
-        context["outlet_events"][FEATURES_DAY].extra = {"day": day.isoformat()}
+        announce(context, FEATURES_DAY, day)
         return {"day": day.isoformat(), "rows": validated["rows"], "materialized": loaded}
 
     flags = detect_fraud()

@@ -9,21 +9,22 @@ Loads one UTC day of landing data into the warehouse, then validates it.
    `raw.*`, rejected rows with their reasons into `quarantine.rejected_rows`, and swaps the
    day in atomically (`encore ingest --date D` runs the same code).
 3. **validate** runs the Great Expectations suites on the day's partitions and emits the
-   `encore_raw_day` asset that downstream DAGs schedule on.
+   `encore_raw_day` asset with `{"day": "YYYY-MM-DD"}`: `features_daily` and
+   `audio_features` run on it for that day.
 
-Each run covers its data interval, one UTC day (`CronDataIntervalTimetable`). A manual run
-without a logical date takes the day from the `day` parameter. Re-running a day, or
-backfilling a range, leaves the same state.
+Each run covers its data interval, one UTC day (`CronDataIntervalTimetable` at midnight
+UTC: the head of the chain runs on time only). A manual run without a logical date takes
+the day from the `day` parameter. Re-running a day, or backfilling a range, leaves the same
+state, and announces each day again downstream.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, get_current_context, task
+from airflow.sdk import get_current_context, task
 
+from encore_airflow.assets import RAW_DAY, announce
 from encore_airflow.common import Tag, daily_dag, run_day
 from encore_airflow.sensors import LandingDaySensor
-
-RAW_DAY = Asset(name="encore_raw_day", uri="encore://warehouse/raw")
 
 with daily_dag(
     "ingest_daily",
@@ -65,7 +66,7 @@ with daily_dag(
             report = validate_day(day, run_id=context["run_id"], dsn=WarehouseHook().get_dsn())
         except ValidationFailed as exc:
             raise AirflowFailException(str(exc)) from exc
-        context["outlet_events"][RAW_DAY].extra = {"day": day.isoformat()}
+        announce(context, RAW_DAY, day)
         return {
             "day": day.isoformat(),
             "success": report.success,

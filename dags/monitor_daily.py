@@ -3,6 +3,11 @@
 
 Monitors one UTC day of the nightly chain.
 
+Runs when both `features_daily` (`encore_features_day`) and `retrain_nightly`
+(`encore_models`) have announced the day: drift is measured for the churn champion of the
+day's close, on the day's features. The midnight-UTC cron timetable stays for backfills
+and as a fallback.
+
 1. **wait_for_features** waits until the day's features are built and validated.
 2. **monitor** (`encore monitor --date D` runs the same code) does four things for the day:
    - recomputes the day's stream-fraud flags;
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 from airflow.sdk import get_current_context, task
 
+from encore_airflow.assets import CHAIN_ROOT, FEATURES_DAY, MODELS
 from encore_airflow.common import Tag, daily_dag, run_day
 from encore_airflow.sensors import FeatureDayReadySensor
 
@@ -28,9 +34,10 @@ with daily_dag(
     description="Fraud flags, drift, realized performance and the daily report",
     doc_md=__doc__,
     tags=[Tag.MONITORING, Tag.DAILY],
+    upstream=[FEATURES_DAY, MODELS],
     day_description="UTC day to monitor (manual runs without a data interval)",
 ) as dag:
-    wait_for_features = FeatureDayReadySensor(task_id="wait_for_features")
+    wait_for_features = FeatureDayReadySensor(task_id="wait_for_features", yield_to=CHAIN_ROOT)
 
     @task
     def monitor() -> dict:

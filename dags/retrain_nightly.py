@@ -3,6 +3,10 @@
 
 Retrains the churn model on the features and labels known when the day closed.
 
+Runs when both `features_daily` (`encore_features_day`) and `audio_features`
+(`encore_audio_day`) have announced the day, on that day; the midnight-UTC cron timetable
+stays for backfills and as a fallback.
+
 1. **wait_for_features** waits until the day's features are built and validated.
 2. **train_churn** builds the point-in-time training set from Feast over a rolling window of
    past scoring dates, with labels censored as of the day. It trains the hazard model and
@@ -21,30 +25,31 @@ Retrains the churn model on the features and labels known when the day closed.
    blend, always beside the naive baseline), registers and gates them
    (`encore train popularity --date D`).
 
-Emits `encore_models` for the scoring DAG's lineage.
+Each training task that registers a model emits `encore_models` with the day
+(`score_daily` and `monitor_daily` run on it: they use the champion of the day's close).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Asset, get_current_context, task
+from airflow.sdk import get_current_context, task
 
+from encore_airflow.assets import AUDIO_DAY, CHAIN_ROOT, FEATURES_DAY, MODELS, announce
 from encore_airflow.common import Tag, daily_dag, run_day
 from encore_airflow.sensors import FeatureDayReadySensor
-
-MODELS = Asset(name="encore_models", uri="encore://warehouse/ml/model_registry")
 
 with daily_dag(
     "retrain_nightly",
     description="Retrain, evaluate, register and gate the churn, genre and popularity models",
     doc_md=__doc__,
     tags=[Tag.TRAINING, Tag.DAILY],
+    upstream=[FEATURES_DAY, AUDIO_DAY],
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=4),
     day_description="training date (manual runs without a data interval)",
 ) as dag:
-    wait_for_features = FeatureDayReadySensor(task_id="wait_for_features")
+    wait_for_features = FeatureDayReadySensor(task_id="wait_for_features", yield_to=CHAIN_ROOT)
 
     @task(outlets=[MODELS])
     def train_churn() -> dict:
@@ -55,7 +60,7 @@ with daily_dag(
         context = get_current_context()
         day = run_day(context)
         result = train(day, run_id=context["run_id"], dsn=WarehouseHook().get_dsn())
-        context["outlet_events"][MODELS].extra = {"day": day.isoformat(), "model": "churn"}
+        announce(context, MODELS, day, model="churn")
         return result
 
     @task(outlets=[MODELS])
@@ -73,7 +78,7 @@ with daily_dag(
             result = train(day, run_id=context["run_id"], dsn=WarehouseHook().get_dsn())
         except NotEnoughData as exc:  # no labelled clips with audio features yet
             raise AirflowSkipException(str(exc)) from exc
-        context["outlet_events"][MODELS].extra = {"day": day.isoformat(), "model": "genre"}
+        announce(context, MODELS, day, model="genre")
         return result
 
     @task(outlets=[MODELS])
@@ -91,7 +96,7 @@ with daily_dag(
             result = train(day, run_id=context["run_id"], dsn=WarehouseHook().get_dsn())
         except NotEnoughHistory as exc:  # not enough days with known targets yet
             raise AirflowSkipException(str(exc)) from exc
-        context["outlet_events"][MODELS].extra = {"day": day.isoformat(), "model": "popularity"}
+        announce(context, MODELS, day, model="popularity")
         return result
 
     wait_for_features >> [train_churn(), train_genre(), train_popularity()]

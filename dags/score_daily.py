@@ -3,6 +3,10 @@
 
 Scores one UTC day with the models that were champion when the day closed.
 
+Runs when both `features_daily` (`encore_features_day`) and `retrain_nightly`
+(`encore_models`) have announced the day, so it scores with the champion that day's
+training left; the midnight-UTC cron timetable stays for backfills and as a fallback.
+
 1. **wait_for_features** waits (reschedule mode) until the day's features are built and
    passed validation after that build.
 2. **plan_chunks** finds the churn champion for the day and splits the day's active users
@@ -12,7 +16,8 @@ Scores one UTC day with the models that were champion when the day closed.
    reads the range's features, predicts P(churn) at 7/30/90 days, tiers, segments, tags
    and reasons, and COPYs them into the day's stage table, replacing any earlier attempt.
 4. **commit** plans the interventions under the day's budget and swaps `scores.churn` and
-   `scores.interventions` for the day in one transaction, then emits `encore_scores_day`.
+   `scores.interventions` for the day in one transaction, then emits `encore_scores_day`
+   with the day.
 
 5. **score_popularity** forecasts every catalogue track's plays over 1, 7 and 30 days
    into `scores.track_popularity` with the popularity champion of the day, or records the
@@ -23,21 +28,21 @@ Scores one UTC day with the models that were champion when the day closed.
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, get_current_context, task
+from airflow.sdk import get_current_context, task
 
+from encore_airflow.assets import CHAIN_ROOT, FEATURES_DAY, MODELS, SCORES_DAY, announce
 from encore_airflow.common import Tag, daily_dag, run_day
 from encore_airflow.sensors import FeatureDayReadySensor
-
-SCORES_DAY = Asset(name="encore_scores_day", uri="encore://warehouse/scores")
 
 with daily_dag(
     "score_daily",
     description="Churn scores, segments, reasons and interventions for one UTC day",
     doc_md=__doc__,
     tags=[Tag.SCORING, Tag.DAILY],
+    upstream=[FEATURES_DAY, MODELS],
     day_description="UTC day to score (manual runs without a data interval)",
 ) as dag:
-    wait_for_features = FeatureDayReadySensor(task_id="wait_for_features")
+    wait_for_features = FeatureDayReadySensor(task_id="wait_for_features", yield_to=CHAIN_ROOT)
 
     @task
     def plan_chunks() -> list[list[int]]:
@@ -89,7 +94,7 @@ with daily_dag(
         result = scoring.commit_churn(
             day, run_id=context["run_id"], dsn=WarehouseHook().get_dsn(), expected_rows=total
         )
-        context["outlet_events"][SCORES_DAY].extra = {"day": day.isoformat()}
+        announce(context, SCORES_DAY, day)
         return result
 
     @task(outlets=[SCORES_DAY])
@@ -108,7 +113,7 @@ with daily_dag(
         except scoring.NoChampion as exc:
             scoring.record_skip(dsn, day, context["run_id"], "popularity", str(exc))
             raise AirflowSkipException(str(exc)) from exc
-        context["outlet_events"][SCORES_DAY].extra = {"day": day.isoformat()}
+        announce(context, SCORES_DAY, day)
         return result
 
     chunks = plan_chunks()

@@ -71,22 +71,24 @@ def test_dag_files_parse_fast_without_heavy_imports() -> None:
 
 
 def test_scheduled_runs_get_a_real_one_day_interval(airflow_db, dagbag) -> None:
+    """Every DAG, the asset-scheduled ones too: their cron path keeps one-day intervals."""
     from airflow.serialization.encoders import coerce_to_core_timetable
 
-    dag = dagbag.get_dag("ingest_daily")
-    timetable = coerce_to_core_timetable(dag.timetable)
-    after = pendulum.datetime(2026, 11, 6, 0, 30, tz="UTC")
-    interval = timetable.infer_manual_data_interval(run_after=after)
-    assert interval.end - interval.start == timedelta(days=1)
-    assert (interval.start, interval.end) == (
-        pendulum.datetime(2026, 11, 5, tz="UTC"),
-        pendulum.datetime(2026, 11, 6, tz="UTC"),
-    )
-    nxt = timetable.next_dagrun_info(
-        last_automated_data_interval=interval, restriction=_restriction(dag)
-    )
-    assert nxt.data_interval.start == interval.end
-    assert nxt.data_interval.end - nxt.data_interval.start == timedelta(days=1)
+    for dag_id in dagbag.dag_ids:
+        dag = dagbag.get_dag(dag_id)
+        timetable = coerce_to_core_timetable(dag.timetable)
+        after = pendulum.datetime(2026, 11, 6, 0, 30, tz="UTC")
+        interval = timetable.infer_manual_data_interval(run_after=after)
+        assert interval.end - interval.start == timedelta(days=1), dag_id
+        assert (interval.start, interval.end) == (
+            pendulum.datetime(2026, 11, 5, tz="UTC"),
+            pendulum.datetime(2026, 11, 6, tz="UTC"),
+        ), dag_id
+        nxt = timetable.next_dagrun_info(
+            last_automated_data_interval=interval, restriction=_restriction(dag)
+        )
+        assert nxt.data_interval.start == interval.end, dag_id
+        assert nxt.data_interval.end - nxt.data_interval.start == timedelta(days=1), dag_id
 
 
 def _restriction(dag):
