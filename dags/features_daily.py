@@ -28,8 +28,9 @@ from __future__ import annotations
 
 from airflow.sdk import get_current_context, task
 
-from encore_airflow.assets import CHAIN_ROOT, FEATURES_DAY, RAW_DAY, announce
+from encore_airflow.assets import CHAIN_ROOT, FEATURES_DAY, RAW_DAY
 from encore_airflow.common import Tag, daily_dag, run_day
+from encore_airflow.operators import MaterializeDayOperator, ValidateDayOperator
 from encore_airflow.sensors import RawDayReadySensor
 
 with daily_dag(
@@ -63,39 +64,9 @@ with daily_dag(
         )
         return {**result.to_dict(), "fraud": flags}
 
-    @task
-    def validate(built: dict) -> dict:
-        """Run the feature suites; fail with a readable summary."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from encore_airflow.hooks import WarehouseHook
-        from ml_tasks.feature_validation import validate_features
-        from ml_tasks.validation import ValidationFailed
-
-        context = get_current_context()
-        try:
-            report = validate_features(
-                run_day(context), run_id=context["run_id"], dsn=WarehouseHook().get_dsn()
-            )
-        except ValidationFailed as exc:  # the data is wrong: retrying cannot help
-            raise AirflowFailException(str(exc)) from exc
-        return {**built, "validated": [r.suite for r in report.reports]}
-
-    @task(outlets=[FEATURES_DAY])
-    def materialize(validated: dict) -> dict:
-        """Apply the Feast repo, then load exactly this day into the online store."""
-        from encore_airflow.hooks import WarehouseHook
-        from ml_tasks import feature_store
-
-        context = get_current_context()
-        day = run_day(context)
-        dsn = WarehouseHook().get_dsn()
-        feature_store.apply(dsn=dsn)
-        loaded = feature_store.materialize_day(day, dsn=dsn)
-        announce(context, FEATURES_DAY, day)
-        return {"day": day.isoformat(), "rows": validated["rows"], "materialized": loaded}
+    validate = ValidateDayOperator(task_id="validate", layer="features")
+    materialize = MaterializeDayOperator(task_id="materialize", announce=FEATURES_DAY)
 
     flags = detect_fraud()
     wait_for_raw_day >> flags
-    built = build(flags)
-    materialize(validate(built))
+    build(flags) >> validate >> materialize

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from airflow.sdk import get_current_context, task
 
-from encore_airflow.assets import RAW_DAY, announce
+from encore_airflow.assets import RAW_DAY
 from encore_airflow.common import Tag, daily_dag, run_day
+from encore_airflow.operators import ValidateDayOperator
 from encore_airflow.sensors import LandingDaySensor
 
 with daily_dag(
@@ -52,27 +53,6 @@ with daily_dag(
             raise AirflowFailException(str(exc)) from exc
         return result.to_dict()
 
-    @task(outlets=[RAW_DAY])
-    def validate(ingested: dict) -> dict:
-        """Run the contract's GX suites on the day; fail with a readable summary."""
-        from airflow.sdk.exceptions import AirflowFailException
+    validate = ValidateDayOperator(task_id="validate", layer="raw", announce=RAW_DAY)
 
-        from encore_airflow.hooks import WarehouseHook
-        from ml_tasks.validation import ValidationFailed, validate_day
-
-        context = get_current_context()
-        day = run_day(context)
-        try:
-            report = validate_day(day, run_id=context["run_id"], dsn=WarehouseHook().get_dsn())
-        except ValidationFailed as exc:
-            raise AirflowFailException(str(exc)) from exc
-        announce(context, RAW_DAY, day)
-        return {
-            "day": day.isoformat(),
-            "success": report.success,
-            "rows_accepted": ingested["rows_accepted"],
-        }
-
-    ingested = ingest()
-    wait_for_landing >> ingested
-    validate(ingested)
+    wait_for_landing >> ingest() >> validate
