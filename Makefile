@@ -11,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := False
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test reliability lint fmt bench airflow warehouse-stop clean
+.PHONY: help install browser-deps demo test reliability lint fmt bench airflow warehouse-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -29,7 +29,17 @@ install: $(STAMP) ## build .venv from the pinned requirements (quick when nothin
 demo: $(STAMP) ## simulate a small world and run the DAGs over it through Airflow
 	$(BIN)/python scripts/demo.py
 
-test: $(STAMP) ## run the test suite against a real PostgreSQL
+browser-deps: ## Chromium and chromedriver for tests/test_browser.py (Debian packages, when missing)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+		echo "browser-deps: no apt-get here: install Chromium and chromedriver by hand," \
+			"or tests/test_browser.py fails" >&2; exit 0; fi; \
+	sudo=; if [ "$$(id -u)" != 0 ]; then sudo=sudo; fi; \
+	echo "browser-deps: installing chromium and chromium-driver with apt-get"; \
+	$$sudo apt-get update -qq && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+
+test: $(STAMP) browser-deps ## run the test suite against a real PostgreSQL
 	$(BIN)/pytest -q
 
 lint: $(STAMP) ## ruff
@@ -40,8 +50,12 @@ fmt: $(STAMP) ## ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-reliability: $(STAMP) ## the reliability suite in full (SIGKILL each step 6 times at random points)
-	ENCORE_FAULT_KILLS=6 ENCORE_RELIABILITY_REPORT=var/reliability.json $(BIN)/pytest -q tests/reliability
+reliability: $(STAMP) ## the reliability suite in full (6 SIGKILLs per step, 200 hypothesis examples), then docs/reliability.md
+	mkdir -p var && rm -f var/reliability.json var/reliability.json.lock
+	ENCORE_FAULT_KILLS=6 ENCORE_HYPOTHESIS_EXAMPLES=200 ENCORE_RELIABILITY_REPORT=var/reliability.json \
+		$(BIN)/pytest -q tests/reliability; status=$$?; \
+	$(BIN)/python scripts/reliability_report.py --input var/reliability.json --output docs/reliability.md \
+		&& exit $$status
 
 bench: $(STAMP) ## benchmarks (~60 min): each stage vs its floor, peak memory, model quality bars
 	$(BIN)/python bench/ingest_bench.py

@@ -310,6 +310,8 @@ def rule_messages(col: Column) -> dict[str, str]:
             else f"{name}: not a valid {col.kind.name.lower()}"
         ),
     }
+    if col.kind is Kind.STRING:
+        msgs["nul"] = f"{name}: contains a NUL character (text cannot hold it)"
     if col.non_empty:
         msgs["empty"] = f"{name}: empty string"
     if col.minimum is not None:

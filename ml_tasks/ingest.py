@@ -68,6 +68,15 @@ class LandingIncomplete(IngestError):
         )
 
 
+class UnreadableColumn(ValueError):
+    """A column whose values cannot be read as their contract type at all (a nested
+    Parquet type, a binary column that is not UTF-8): the whole file is unreadable."""
+
+    def __init__(self, column: str, problem: str):
+        self.column = column
+        super().__init__(f"column {column}: {problem}")
+
+
 class UnreadableFile(IngestError):
     """A landing file could not be read at all."""
 
@@ -166,7 +175,10 @@ def iter_batches(path: Path, ds: Dataset, chunk_rows: int) -> Iterator[pa.Table]
                 pfile = pq.ParquetFile(path)
             except (pa.ArrowInvalid, OSError) as exc:
                 raise UnreadableFile(path, f"not a readable Parquet file ({exc})") from exc
-            _check_columns(path, ds, pfile.schema_arrow.names)
+            names = pfile.schema_arrow.names
+            _check_columns(path, ds, names)
+            if len(set(names)) != len(names):
+                raise UnreadableFile(path, "duplicate column names in the schema")
             for batch in pfile.iter_batches(batch_size=chunk_rows):
                 yield pa.Table.from_batches([batch])
         else:
@@ -193,6 +205,11 @@ def iter_batches(path: Path, ds: Dataset, chunk_rows: int) -> Iterator[pa.Table]
         problem = str(exc).splitlines()[0]
         if "UTF8" in problem or "utf-8" in problem.lower():
             problem = f"not valid UTF-8 ({problem})"
+        elif "straddl" in problem:
+            problem = (
+                "a row is longer than the CSV read block (a huge field?); raise"
+                f" ENCORE_INGEST_CHUNK_ROWS (now {chunk_rows}) to read it ({problem})"
+            )
         raise UnreadableFile(path, problem) from exc
 
 
@@ -207,8 +224,9 @@ def string_hashes(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """64-bit hashes of non-null strings, computed from Arrow's buffers with numpy.
 
     A polynomial hash per string (``np.add.reduceat`` over byte x power) and a
-    murmur-style finaliser. Used only to find duplicate *candidates*, which are then
-    compared exactly, so a collision costs a lookup, never a wrong answer.
+    murmur-style finaliser, over at most the first 4096 bytes of each string. Used only to
+    find duplicate *candidates*, which are then compared exactly, so a collision costs a
+    lookup, never a wrong answer.
     """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -220,12 +238,13 @@ def string_hashes(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
     starts, lengths = offsets[:-1], np.diff(offsets)
-    if lengths.max(initial=0) > len(_HASH_POWERS):
-        raise ValueError("string longer than 4096 bytes cannot be hashed here")
     span = data[offsets[0] : offsets[-1]].astype(np.uint64) + np.uint64(1)
     position = np.arange(len(span)) - np.repeat(starts - offsets[0], lengths)
+    # Bytes past the first 4096 of a (huge) string do not count; its length still does.
+    beyond = position >= len(_HASH_POWERS)
     with np.errstate(over="ignore"):
-        terms = span * _HASH_POWERS[position]
+        terms = span * _HASH_POWERS[np.minimum(position, len(_HASH_POWERS) - 1)]
+        terms[beyond] = 0
         h = np.zeros(n, dtype=np.uint64)
         nonempty = lengths > 0
         h[nonempty] = np.add.reduceat(terms, (starts - offsets[0])[nonempty])
@@ -251,6 +270,20 @@ def parse_column(arr: pa.Array, kind: Kind) -> tuple[pa.Array, np.ndarray]:
     target = ARROW_TYPES[kind]
     n = len(arr)
     no_bad = np.zeros(n, dtype=bool)
+    is_number = (
+        pa.types.is_floating(arr.type)
+        or pa.types.is_integer(arr.type)
+        or pa.types.is_decimal(arr.type)
+    )
+    if kind is Kind.DECIMAL and is_number:  # NaN, infinities and sub-cent digits are bad
+        present = ~_mask(arr.is_null())
+        return _two_decimals(pc.cast(arr, pa.float64(), safe=False), present)
+    if kind is Kind.BOOL and (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+        # 0 and 1 only, as in CSV (a cast would make 2, 0.5 and NaN true)
+        as_float = pc.cast(arr, pa.float64(), safe=False)
+        bit = _mask(pc.is_in(as_float, value_set=pa.array([0.0, 1.0])))
+        values = pc.if_else(pa.array(bit), pc.equal(as_float, 1.0), pa.scalar(None, target))
+        return values, ~_mask(arr.is_null()) & ~bit
     if arr.type == target:
         return arr, no_bad
     is_text = pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)
@@ -334,12 +367,17 @@ def parse_column(arr: pa.Array, kind: Kind) -> tuple[pa.Array, np.ndarray]:
         values = pc.cast(pa.array(ints, mask=~ok), target)
         return values, present & ~ok
     # decimal(10,2) as float64, 2 decimals at most
-    nums_f = pd.to_numeric(pd.Series(arr.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy(
-        dtype=float
-    )
-    cents = nums_f * 100
-    ok = present & np.isfinite(nums_f) & (np.abs(cents - np.round(cents)) < 1e-6)
-    values = pa.array(np.where(ok, np.round(cents) / 100, 0.0), mask=~ok)
+    nums = pd.to_numeric(pd.Series(arr.to_numpy(zero_copy_only=False)), errors="coerce")
+    return _two_decimals(pa.array(nums.to_numpy(dtype=float), pa.float64()), present)
+
+
+def _two_decimals(nums: pa.Array, present: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Finite numbers with at most two decimals, as float64; the others flagged bad."""
+    nums_f = np.asarray(pc.fill_null(nums, np.nan).to_numpy(zero_copy_only=False), dtype=float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        cents = nums_f * 100
+        ok = present & np.isfinite(cents) & (np.abs(cents - np.round(cents)) < 1e-6)
+    values = pa.array(np.where(ok, np.round(np.where(ok, cents, 0.0)) / 100, 0.0), mask=~ok)
     return values, present & ~ok
 
 
@@ -418,9 +456,19 @@ def check_batch(ds: Dataset, batch: pa.Table, day: date, now: datetime) -> Check
     typed: dict[str, pa.Array] = {}
     for col in ds.columns:
         raw = batch.column(col.name).combine_chunks()
-        values, bad_type = parse_column(raw, col.kind)
+        try:
+            values, bad_type = parse_column(raw, col.kind)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            problem = str(exc).splitlines()[0]
+            if "UTF8" in problem:
+                problem = f"not valid UTF-8 ({problem})"
+            raise UnreadableColumn(
+                col.name, f"{raw.type} values cannot be read as {col.kind.name.lower()} ({problem})"
+            ) from exc
         msgs = contract.rule_messages(col)
         masks.append((msgs["type"], bad_type))
+        if col.kind is Kind.STRING:  # PostgreSQL text cannot hold NUL
+            masks.append((msgs["nul"], _mask(pc.match_substring(values, "\x00"))))
         if not col.nullable:
             masks.append((msgs["missing"], _mask(values.is_null()) & ~bad_type))
         masks.extend(_column_masks(col, values, day, now))
@@ -510,9 +558,22 @@ def _pg_array(items: list[str]) -> str:
     return "{" + ",".join(f'"{s}"' for s in escaped) + "}"
 
 
+def _jsonb_safe(value: object) -> object:
+    """A payload value jsonb can hold: NaN and infinities as text, NUL as ``\\u0000`` text."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)  # 'nan', 'inf', '-inf'
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\\u0000")
+    if isinstance(value, list):
+        return [_jsonb_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {_jsonb_safe(k): _jsonb_safe(v) for k, v in value.items()}
+    return value
+
+
 def _payloads(batch: pa.Table, rows: np.ndarray) -> list[str]:
     return [
-        json.dumps(r, default=str, ensure_ascii=False)
+        json.dumps(_jsonb_safe(r), default=str, ensure_ascii=False, allow_nan=False)
         for r in batch.take(pa.array(rows)).to_pylist()
     ]
 
@@ -651,6 +712,8 @@ class _DayLoader:
         pipe.submit(lambda: self.conn.execute(set_default))
         try:
             self._load_batches(ds, path, rel, stage, qstage, stats, pipe)
+        except UnreadableColumn as exc:
+            raise UnreadableFile(path, str(exc)) from exc
         finally:
             pipe.close()
         return stats

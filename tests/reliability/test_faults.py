@@ -7,12 +7,12 @@ checking the day's rows: a reader must never see a partial day, the killed run m
 the reference state, and a final clean re-run must converge to it.
 
 ``ENCORE_FAULT_KILLS`` sets the kills per step (default 1 for CI's quick slice;
-``make reliability`` runs 6 per step, 24 in all).
+``make reliability`` runs 6 per step, 24 in all). Each step's runs, kills and rows go to
+the reliability results file (``reliability_results``) for ``docs/reliability.md``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from reliability_results import record, record_setting
 
 from ml_tasks import features, scoring, warehouse
 
@@ -33,7 +34,6 @@ KILLS_PER_STEP = int(os.environ.get("ENCORE_FAULT_KILLS", "1"))
 SEED = 20261122
 ROOT = Path(__file__).resolve().parents[2]
 LINEAGE = ("run_id", "scored_at", "computed_at", "built_at", "seconds", "created_ts")
-RESULTS: list[dict] = []
 
 #: step -> (python statement run in the child, tables whose day partition it replaces)
 STEPS: dict[str, tuple[str, list[str]]] = {
@@ -160,22 +160,29 @@ def test_a_killed_step_leaves_a_whole_day_and_a_rerun_converges(world, step) -> 
                 seen = conn.execute(f"SELECT count(*) FROM {_relation(table, day)}").fetchone()[0]
                 assert seen == counts[table], f"{step}: a reader saw {seen} rows of {table}"
 
-    outcomes = []
-    for _ in range(KILLS_PER_STEP):
-        delay = rng.uniform(0.02, seconds * 1.1)
-        outcome = kill_during(step, dsn, day, landing, delay, reader_sees_whole_days)
-        assert snapshot(dsn, tables, day) == reference, f"{step} killed at {delay:.2f}s"
-        outcomes.append({"delay_s": round(delay, 3), "outcome": outcome})
-    clean_run(step, dsn, day, landing)
-    assert snapshot(dsn, tables, day) == reference
-    RESULTS.append(
-        {
-            "step": step,
-            "clean_seconds": round(seconds, 2),
-            "kills": outcomes,
-            "rows": counts,
-        }
-    )
-    out = os.environ.get("ENCORE_RELIABILITY_REPORT")
-    if out:
-        Path(out).write_text(json.dumps(RESULTS, indent=2))
+    outcomes: list[dict] = []
+    held = False
+    record_setting("fault_kills_per_step", KILLS_PER_STEP)
+    try:
+        for _ in range(KILLS_PER_STEP):
+            delay = rng.uniform(0.02, seconds * 1.1)
+            outcome = kill_during(step, dsn, day, landing, delay, reader_sees_whole_days)
+            outcomes.append({"delay_s": round(delay, 3), "outcome": outcome})
+            assert snapshot(dsn, tables, day) == reference, f"{step} killed at {delay:.2f}s"
+        clean_run(step, dsn, day, landing)
+        assert snapshot(dsn, tables, day) == reference
+        held = True
+    finally:
+        record(
+            "faults",
+            step,
+            {
+                "step": step,
+                "day": day.isoformat(),
+                "clean_seconds": round(seconds, 2),
+                "clean_runs": 2 if held else 1,
+                "kills": outcomes,
+                "rows": counts,
+                "held": held,
+            },
+        )
