@@ -569,15 +569,22 @@ def score_churn(
         raise NoChampion(f"no churn model was champion when {day} closed")
     model = registry.load_churn_model(record)
     config = ScoringConfig.load()
-    prepare_stage(day, dsn=target)
-    total = 0
-    for lo, hi in user_id_chunks(target, day, chunk_users or get_settings().score_chunk_users):
-        total += score_churn_chunk(
-            day, lo, hi, run_id=run_id, dsn=target, model=model, record=record, config=config
+    # One scoring of a day at a time: a second run of the same day waits for the first
+    # to commit, then scores the whole day again, instead of dropping its stage midway.
+    with (
+        warehouse.connect(target, autocommit=True) as lock_conn,
+        warehouse.session_lock(lock_conn, f"score:{CHURN_MODEL}:{day.isoformat()}"),
+    ):
+        prepare_stage(day, dsn=target)
+        total = 0
+        chunk = chunk_users or get_settings().score_chunk_users
+        for lo, hi in user_id_chunks(target, day, chunk):
+            total += score_churn_chunk(
+                day, lo, hi, run_id=run_id, dsn=target, model=model, record=record, config=config
+            )
+        result = commit_churn(
+            day, run_id=run_id, dsn=target, expected_rows=total, chunk_users=chunk_users
         )
-    result = commit_churn(
-        day, run_id=run_id, dsn=target, expected_rows=total, chunk_users=chunk_users
-    )
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
 
