@@ -1,0 +1,104 @@
+"""Idempotency: a DAG run twice for the same interval leaves the same data.
+
+Each daily DAG of the chain runs twice for the same day through Airflow (``dag.test()``
+with the day's interval) on a scored copy of the churn world. After each run, every data
+table the DAG writes is checksummed for the day (lineage columns aside: run ids and
+timestamps). The second run must leave exactly what the first left.
+
+Run logs are audit trails by design and gain one row per run: ``raw.ingest_runs``,
+``raw.ingest_log``, ``monitoring.validation_results``, ``monitoring.feature_materializations``,
+``scores.scoring_runs``. ``retrain_nightly`` is not in this list: every training run
+registers a new candidate version (the registry is a log of models); what must not move,
+the champion a past day is scored with, is covered by tests/test_registry.py.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+import pytest
+from reliability_results import record
+
+from ml_tasks import features, scoring, warehouse
+
+pytestmark = [pytest.mark.slow, pytest.mark.reliability, pytest.mark.airflow]
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+LINEAGE = ("run_id", "scored_at", "computed_at", "built_at", "seconds", "created_ts")
+#: dag_id -> the tables whose day partition (or, for feast_online, whole table) it writes
+WRITES: dict[str, list[str]] = {
+    "ingest_daily": ["raw.listening_events", "raw.subscription_events"],
+    "features_daily": [
+        *(t.name for t in features.ACTIVITY_TABLES + features.DAILY_TABLES),
+        "monitoring.stream_anomalies",
+        "feast_online.encore_user_engagement",
+        "feast_online.encore_user_account",
+    ],
+    "score_daily": [scoring.CHURN_TABLE, scoring.INTERVENTIONS_TABLE, "scores.track_popularity"],
+    "monitor_daily": ["monitoring.drift", "monitoring.realized_performance"],
+}
+
+
+@pytest.fixture(scope="module")
+def world(pg_admin, churn_world, tmp_path_factory, airflow_db):
+    from churn_world import drop, scored_copy
+
+    copy = scored_copy(pg_admin, churn_world, tmp_path_factory.mktemp("idem-artifacts"))
+    yield copy
+    drop(pg_admin, copy["name"])
+
+
+def _relation(conn, table: str, day) -> str | None:
+    if table.startswith("feast_online."):
+        return table
+    partition = warehouse.partition_name(table, day)
+    if conn.execute("SELECT to_regclass(%s)", (partition,)).fetchone()[0] is not None:
+        return partition
+    return None  # not partitioned by day: the whole table is checked
+
+
+def snapshot(dsn: str, tables: list[str], day) -> dict[str, tuple[int, str]]:
+    with warehouse.connect(dsn) as conn:
+        out = {}
+        for table in tables:
+            relation = _relation(conn, table, day) or table
+            out[table] = warehouse.table_checksum(conn, relation, exclude=LINEAGE)
+        return out
+
+
+@pytest.mark.parametrize("dag_id", list(WRITES))
+def test_a_dag_run_twice_for_a_day_leaves_the_same_data(world, dag_id, monkeypatch) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    dsn, day = world["dsn"], world["day"]
+    monkeypatch.setenv("WAREHOUSE_DSN", dsn)
+    monkeypatch.setenv("ENCORE_LANDING_ROOT", str(world["landing"]))
+    monkeypatch.setenv("ENCORE_SCORE_CHUNK_USERS", "200")
+    dag = DagBag(dag_folder=str(DAGS)).get_dag(dag_id)
+    logical = pendulum.datetime(day.year, day.month, day.day, tz="UTC") + timedelta(days=1)
+    snapshots, states = [], []
+    for _ in range(2):
+        run = dag.test(logical_date=logical)
+        states.append(
+            {(ti.task_id, ti.map_index): str(ti.state) for ti in run.get_task_instances()}
+        )
+        assert str(run.state) == "success", states[-1]
+        snapshots.append(snapshot(dsn, WRITES[dag_id], day))
+    first, second = snapshots
+    assert any(count for count, _ in first.values()), f"{dag_id} wrote nothing: {first}"
+    differing = sorted(t for t in first if first[t] != second[t])
+    record(
+        "idempotency",
+        dag_id,
+        {
+            "dag": dag_id,
+            "day": day.isoformat(),
+            "runs": 2,
+            "tables": len(first),
+            "rows": sum(count for count, _ in second.values()),
+            "held": not differing,
+        },
+    )
+    assert not differing, f"{dag_id}: a second run changed {differing}"
