@@ -6,7 +6,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/encore/plugins \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     ENCORE_HOME=/opt/encore
-RUN apt-get update && apt-get install -y --no-install-recommends libsndfile1 libpq5 \
+# curl: the api-server's and scheduler's healthchecks in docker-compose.yaml
+RUN apt-get update && apt-get install -y --no-install-recommends libsndfile1 libpq5 curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 50000 airflow
 WORKDIR /opt/encore
@@ -19,6 +20,6 @@ COPY plugins ./plugins
 COPY sql ./sql
 COPY feature_repo ./feature_repo
 RUN uv pip install --system --no-cache --no-deps -e . \
-    && mkdir -p /opt/airflow /data/landing /data/artifacts \
+    && mkdir -p /opt/airflow/logs /data/landing /data/artifacts \
     && chown -R airflow /opt/airflow /data
 USER airflow
