@@ -3,7 +3,8 @@
 Artifacts live under ``settings.artifacts / "models" / <name> / <version>/``: the model file
 (``model.joblib``), a ``manifest.json`` and the HTML model card. The registry row records
 the model file's sha256; :func:`load_model` recomputes it and refuses a file that differs
-(:class:`ArtifactIntegrityError`, naming the file).
+(:class:`ArtifactIntegrityError`, naming the file), and so does :func:`promote`: a candidate
+whose file changed after it was registered never becomes champion.
 
 Champions: at most one per model name (a partial unique index), and each stint as champion
 is a row of ``ml.champion_history`` so :func:`champion` answers "which model was champion
@@ -155,22 +156,29 @@ def save_artifact(
     return path, sha
 
 
-def load_model(record: ModelRecord) -> object:
-    """Load a registered model file after checking its sha256 against the registry."""
-    import joblib
-
+def verify_artifact(record: ModelRecord, *, refusing: str = "load it") -> Path:
+    """The model file of ``record`` after checking it against the sha256 the registry
+    recorded; :class:`ArtifactIntegrityError` names the file and both hashes otherwise."""
     path = record.artifact_path
     if not path.is_file():
         raise ArtifactIntegrityError(
             f"model file {path} of {record.name} {record.version} is missing"
+            f" (the registry recorded sha256 {record.artifact_sha256}): refusing to {refusing}"
         )
     actual = sha256_file(path)
     if actual != record.artifact_sha256:
         raise ArtifactIntegrityError(
             f"model file {path} of {record.name} {record.version} has sha256 {actual}, "
-            f"but the registry recorded {record.artifact_sha256}: refusing to load it"
+            f"but the registry recorded {record.artifact_sha256}: refusing to {refusing}"
         )
-    return joblib.load(path)
+    return path
+
+
+def load_model(record: ModelRecord) -> object:
+    """Load a registered model file after checking its sha256 against the registry."""
+    import joblib
+
+    return joblib.load(verify_artifact(record))
 
 
 def load_churn_model(record: ModelRecord) -> ChurnModel:
@@ -331,20 +339,36 @@ def promote(
     dsn: str | None = None,
 ) -> ModelRecord:
     """Make ``version`` the champion of ``name`` from ``at`` (default now), retiring the
-    current champion, in one transaction."""
+    current champion, in one transaction.
+
+    A candidate whose model file is missing or no longer matches its registered sha256 is
+    refused (:class:`ArtifactIntegrityError`, naming the file and both hashes) and the
+    current champion stays champion.
+    """
     at = at or datetime.now(UTC)
     target = warehouse.resolve_dsn(dsn=dsn)
     with warehouse.connect(target) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (warehouse.lock_key(f"champion.{name}"),))
-        status = conn.execute(
-            "SELECT status FROM ml.model_registry WHERE model_name = %s AND version = %s"
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM ml.model_registry WHERE model_name = %s AND version = %s"
             " FOR UPDATE",
             (name, version),
         ).fetchone()
-        if status is None:
+        if row is None:
             raise RegistryError(f"{name} {version} is not registered")
-        if status[0] == "champion":
+        candidate = _record(row)
+        if candidate.status == "champion":
             raise RegistryError(f"{name} {version} is already the champion")
+        current = conn.execute(
+            "SELECT version FROM ml.model_registry WHERE model_name = %s AND status = 'champion'",
+            (name,),
+        ).fetchone()
+        keeps = f"{name} {current[0]} stays champion" if current else f"{name} has no champion"
+        try:
+            verify_artifact(candidate, refusing=f"promote it ({keeps})")
+        except ArtifactIntegrityError as exc:
+            log.error("%s", exc)
+            raise
         conn.execute(
             "UPDATE ml.model_registry SET status = 'retired', retired_at = %s"
             " WHERE model_name = %s AND status = 'champion'",

@@ -43,6 +43,10 @@ class MigrationError(WarehouseError):
     """A migration is malformed, failed, or was edited after it was applied."""
 
 
+class WarehouseUnavailable(WarehouseError):
+    """The warehouse did not answer, or the connection to it was lost mid-task."""
+
+
 # --------------------------------------------------------------------------- connections
 
 
@@ -98,11 +102,50 @@ def resolve_dsn(settings: Settings | None = None, dsn: str | None = None) -> str
     return embedded_dsn(settings)
 
 
+#: What to do when the warehouse is unreachable, appended to :class:`WarehouseUnavailable`.
+_UNAVAILABLE_HINT = (
+    "Check that the warehouse is running and that WAREHOUSE_DSN (in Airflow, the connection"
+    " 'warehouse') points at it, then re-run the task: tasks are idempotent, and Airflow"
+    " retries them"
+)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _Connection(psycopg.Connection):
+    """A psycopg connection whose ``with`` block turns a lost connection into
+    :class:`WarehouseUnavailable` naming the warehouse (its DSN redacted) and what to do.
+
+    Only a connection that broke (server stopped, network gone) is translated, and only on
+    leaving the block: code inside it still sees psycopg's own errors, and errors on a
+    healthy connection (a statement timeout, a constraint) pass through unchanged.
+    """
+
+    warehouse_dsn: str = ""
+
+    def __exit__(self, exc_type, exc_val, exc_tb) -> None:
+        lost = isinstance(exc_val, psycopg.Error) and self.broken
+        super().__exit__(exc_type, exc_val, exc_tb)
+        if lost:
+            raise WarehouseUnavailable(
+                f"lost the connection to the warehouse at {self.warehouse_dsn} mid-task"
+                f" ({_first_line(exc_val)}); what it had not committed is rolled back."
+                f" {_UNAVAILABLE_HINT}"
+            ) from exc_val
+
+
 def connect(dsn: str | None = None, *, autocommit: bool = False) -> psycopg.Connection:
-    """Open a connection in UTC with an ``encore`` application name."""
+    """Open a connection in UTC with an ``encore`` application name.
+
+    Raises :class:`WarehouseUnavailable` when the server does not answer; used as a context
+    manager, the connection raises it too when the server goes away mid-block.
+    """
     target = resolve_dsn(dsn=dsn)
     try:
-        conn = psycopg.connect(
+        conn = _Connection.connect(
             target,
             autocommit=autocommit,
             application_name="encore",
@@ -110,8 +153,11 @@ def connect(dsn: str | None = None, *, autocommit: bool = False) -> psycopg.Conn
             connect_timeout=10,
         )
     except psycopg.OperationalError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        raise WarehouseError(f"cannot connect to the warehouse: {first_line}") from exc
+        raise WarehouseUnavailable(
+            f"cannot connect to the warehouse at {redact(target)}: {_first_line(exc)}."
+            f" {_UNAVAILABLE_HINT}"
+        ) from exc
+    conn.warehouse_dsn = redact(target)
     return conn
 
 

@@ -69,3 +69,25 @@ def test_sha256_mismatch_is_refused(warehouse_dsn: str, tmp_path: Path) -> None:
     with pytest.raises(registry.ArtifactIntegrityError, match="missing"):
         registry.load_model(bad)
     assert registry.load_model(good) == {"weights": [1, 2, 3]}
+
+
+def test_a_candidate_whose_artifact_changed_is_not_promoted(
+    warehouse_dsn: str, tmp_path: Path
+) -> None:
+    champion = _register(warehouse_dsn, "a", tmp_path)
+    registry.promote("toy", "a", run_id="r1", at=T0, dsn=warehouse_dsn)
+    bad = _register(warehouse_dsn, "b", tmp_path)
+    bad.artifact_path.write_bytes(bad.artifact_path.read_bytes() + b"x")
+    actual = registry.sha256_file(bad.artifact_path)
+    with pytest.raises(registry.ArtifactIntegrityError) as refused:
+        registry.promote("toy", "b", run_id="r2", at=T0 + timedelta(days=1), dsn=warehouse_dsn)
+    message = str(refused.value)
+    for part in (str(bad.artifact_path), bad.artifact_sha256, actual, "toy a stays champion"):
+        assert part in message
+    assert registry.get("toy", "b", dsn=warehouse_dsn).status == "candidate"
+    assert registry.champion("toy", T0 + timedelta(days=2), dsn=warehouse_dsn) == registry.get(
+        "toy", champion.version, dsn=warehouse_dsn
+    )
+    bad.artifact_path.unlink()
+    with pytest.raises(registry.ArtifactIntegrityError, match="missing"):
+        registry.promote("toy", "b", run_id="r2", dsn=warehouse_dsn)
