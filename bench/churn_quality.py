@@ -10,7 +10,13 @@ the churn model with the shipped ``config/churn.yaml`` as of the last day and pr
 - the share of rows whose probabilities are monotone in the horizon (target 100%);
 - the expected calibration error per evaluated horizon (target <= 0.03).
 
-Usage: ``python bench/churn_quality.py [--users 1500] [--days 130]`` (a few minutes).
+With ``--forward-days F`` the world runs F days past the training day, and the model is
+also evaluated out of time on the scoring dates after its training day whose labels are
+known by the world's end (:func:`ml_tasks.churn.training.forward_evaluation`): the only way
+to measure the 90-day horizon, whose labels need 90 + 27 days of future. F >= 118 covers it.
+
+Usage: ``python bench/churn_quality.py [--users 1500] [--days 130] [--forward-days 130]``
+(a few minutes; about twice that with the forward days).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from ingest_bench import Database, _admin_dsn
 
 from ml_tasks import feature_validation, features, fraud, registry
 from ml_tasks.churn import ChurnConfig, plan_splits, train_churn
-from ml_tasks.churn.training import compare_with_truth
+from ml_tasks.churn.training import compare_with_truth, forward_evaluation
 from ml_tasks.ingest import ingest_day
 from ml_tasks.simulate import simulate_world
 
@@ -38,8 +44,8 @@ START = date(2026, 1, 5)
 log = logging.getLogger("churn_quality")
 
 
-def run(dsn: str, users: int, days: int, workdir: Path) -> dict:
-    """Build the world, train, and return the quality report."""
+def run(dsn: str, users: int, days: int, workdir: Path, forward_days: int = 0) -> dict:
+    """Build the world, train on day ``days``, and return the quality report."""
     landing = workdir / "landing"
     t0 = time.perf_counter()
     simulate_world(
@@ -47,12 +53,12 @@ def run(dsn: str, users: int, days: int, workdir: Path) -> dict:
         users=users,
         tracks=max(150, users // 8),
         start=START,
-        days=days,
+        days=days + forward_days,
         seed=23,
         preview_share=0.0,
     )
     last = START + timedelta(days=days - 1)
-    for offset in range(days):
+    for offset in range(days + forward_days):
         day = START + timedelta(days=offset)
         ingest_day(day, run_id="quality", dsn=dsn, landing_root=landing)
         fraud.detect_day(day, run_id="quality", dsn=dsn)
@@ -69,6 +75,17 @@ def run(dsn: str, users: int, days: int, workdir: Path) -> dict:
     record = registry.get("churn", trained["version"], dsn=dsn)
     model = registry.load_churn_model(record)
     truth = compare_with_truth(last, model, Path(f"{landing}_truth"), dsn=dsn)
+    forward = (
+        forward_evaluation(
+            model,
+            last,
+            last + timedelta(days=forward_days),
+            Path(f"{landing}_truth"),
+            dsn=dsn,
+        )
+        if forward_days
+        else {}
+    )
     horizons = {h: v for h, v in record.metrics.items() if h.isdigit()}
     thirty = truth.get("30") or {}
     return {
@@ -87,6 +104,7 @@ def run(dsn: str, users: int, days: int, workdir: Path) -> dict:
             h: (record.metrics.get("baseline") or {}).get(h, {}).get("roc_auc") for h in horizons
         },
         "truth": truth,
+        "forward": forward,
         "bars": {
             "auc_ratio_30d": thirty.get("ratio"),
             "auc_ratio_30d_ok": (thirty.get("ratio") or 0) >= 0.95,
@@ -94,8 +112,14 @@ def run(dsn: str, users: int, days: int, workdir: Path) -> dict:
             "monotone_ok": truth.get("monotone_share") == 1.0,
             "ece": {h: v.get("ece") for h, v in horizons.items()},
             "ece_ok": all((v.get("ece") or 1) <= 0.03 for v in horizons.values()),
+            "forward_ece": {h: v.get("ece") for h, v in forward.items() if h.isdigit()},
+            "forward_ece_ok": all(
+                (v.get("ece") or 1) <= 0.03 for h, v in forward.items() if h.isdigit()
+            ),
             "not_evaluated_horizons": [
-                h for h in ("7", "30", "90") if h not in horizons or horizons[h].get("ece") is None
+                h
+                for h in ("7", "30", "90")
+                if (h not in horizons or horizons[h].get("ece") is None) and h not in forward
             ],
         },
     }
@@ -104,14 +128,17 @@ def run(dsn: str, users: int, days: int, workdir: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1500)
-    parser.add_argument("--days", type=int, default=130)
+    parser.add_argument("--days", type=int, default=130, help="days up to the training day")
+    parser.add_argument(
+        "--forward-days", type=int, default=0, help="days simulated after the training day"
+    )
     parser.add_argument("--json", help="also write the report to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     db = Database(_admin_dsn())
     try:
         with tempfile.TemporaryDirectory(prefix="encore-churn-quality-") as tmp:
-            report = run(db.dsn, args.users, args.days, Path(tmp))
+            report = run(db.dsn, args.users, args.days, Path(tmp), args.forward_days)
     finally:
         db.drop()
     bars = report["bars"]
@@ -135,6 +162,24 @@ def main() -> int:
         f" ECE <= 0.03 ({'met' if bars['ece_ok'] else 'NOT met'});"
         f" not evaluable in this world: {bars['not_evaluated_horizons'] or 'none'}"
     )
+    forward = report["forward"]
+    if forward.get("dates"):
+        print(
+            f"  out of time: {forward['dates']} scoring dates {forward['first']} .."
+            f" {forward['last']} after the training day, labels as of the world's end"
+        )
+        for h, m in ((h, m) for h, m in forward.items() if h.isdigit()):
+            print(
+                f"  {h:>2}d: ROC AUC {m['roc_auc']:.3f} (true score"
+                f" {m.get('true_hazard_auc') or float('nan'):.3f}, ratio"
+                f" {m.get('auc_ratio') or float('nan'):.3f}), PR AUC {m['pr_auc']:.3f},"
+                f" Brier {m['brier']:.4f}, ECE {m['ece']:.4f} over {m['dates']} dates,"
+                f" {m['rows']:,} rows"
+            )
+        print(
+            f"  out-of-time ECE <= 0.03: {'met' if bars['forward_ece_ok'] else 'NOT met'};"
+            f" monotone rows {forward['monotone_share']:.0%}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
     return 0

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ml_tasks import audio, registry, warehouse
+from ml_tasks import audio, registry, training_inputs, warehouse
 from ml_tasks.scoring import day_end
 from ml_tasks.settings import get_settings
 
@@ -479,11 +479,19 @@ def train_genre(
     started_at = datetime.now(UTC)
     cfg = config or GenreConfig.load()
     target = warehouse.ensure_migrated(dsn)
+    inputs = training_inputs.fingerprint(target, MODEL_NAME, day, cfg)
+    reused = training_inputs.reuse(
+        target, MODEL_NAME, inputs, run_id=run_id, day=day, started_at=started_at
+    )
+    if reused is not None:
+        return reused
     _record_run(target, run_id, day, started_at, status="running")
     try:
-        return _train(
+        result = _train(
             day, cfg, target, run_id, artifacts, landing_root, promote_at, started, started_at
         )
+        training_inputs.remember(target, MODEL_NAME, result["version"], inputs)
+        return result
     except Exception as exc:
         _record_run(
             target,

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ml_tasks import labels, registry, warehouse
+from ml_tasks import labels, registry, training_inputs, warehouse
 from ml_tasks.churn.config import ChurnConfig
 from ml_tasks.churn.evaluation import binary_metrics, days
 from ml_tasks.churn.model import (
@@ -310,9 +310,17 @@ def train_churn(
     started_at = datetime.now(UTC)
     cfg = config or ChurnConfig.load()
     target = warehouse.ensure_migrated(dsn)
+    inputs = training_inputs.fingerprint(target, MODEL_NAME, day, cfg)
+    reused = training_inputs.reuse(
+        target, MODEL_NAME, inputs, run_id=run_id, day=day, started_at=started_at
+    )
+    if reused is not None:
+        return reused
     _record_run(target, run_id, day, started_at, status="running")
     try:
-        return _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
+        result = _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
+        training_inputs.remember(target, MODEL_NAME, result["version"], inputs)
+        return result
     except Exception as exc:
         _record_run(
             target,
@@ -512,6 +520,64 @@ def compare_with_truth(
                 truth_dir,
                 horizon=h,
             )
+    p = probs.to_numpy()
+    out["monotone_share"] = float(np.mean(np.all(np.diff(p, axis=1) >= 0, axis=1)))
+    return out
+
+
+def forward_evaluation(
+    model: ChurnModel,
+    trained_on: date,
+    as_of: date,
+    truth_dir: Path | None = None,
+    *,
+    dsn: str | None = None,
+    config: ChurnConfig | None = None,
+    stride_days: int = 3,
+) -> dict:
+    """Metrics of a model on scoring dates after its training day, labelled as of ``as_of``.
+
+    The out-of-time check a holdout inside the training window cannot give, and the only
+    one for horizons longer than the holdout's (90 days): dates ``trained_on + 1`` through
+    the last date whose labels at the horizon are known on ``as_of``, every ``stride_days``.
+    Per horizon: :func:`binary_metrics` (ROC AUC, PR AUC, Brier, ECE, lift) and, with the
+    simulator's ``truth_dir``, the true hazard's AUC on the same rows.
+    """
+    from ml_tasks.churn.evaluation import true_hazard_comparison
+
+    cfg = config or ChurnConfig.load()
+    target = warehouse.resolve_dsn(dsn=dsn)
+    first = trained_on + timedelta(days=1)
+    last = labels.last_fully_labelled_day(min(cfg.horizons), as_of)
+    dates = days(first, last, stride_days) if last >= first else []
+    if not dates:
+        return {"dates": 0}
+    feats = training_frame(dates, service=cfg.feature_service, dsn=target)
+    labelled = labels.churn_labels(dates, as_of, horizons=cfg.horizons, dsn=target)
+    labelled = labelled.rename(columns={"is_paying": "is_paying_label"})
+    frame = feats.merge(labelled, on=["user_id", "dt"], how="inner").reset_index(drop=True)
+    probs = model.predict(frame)
+    out: dict = {"dates": len(dates), "first": dates[0].isoformat(), "last": dates[-1].isoformat()}
+    for h in cfg.horizons:
+        col = labels.label_column(h)
+        known = (
+            (frame["dt"] <= labels.last_fully_labelled_day(h, as_of)) & frame[col].notna()
+        ).to_numpy()
+        if not known.any():
+            continue
+        y = frame[col].to_numpy()[known].astype(int)
+        metrics = binary_metrics(y, probs[f"p_churn_{h}d"].to_numpy()[known])
+        metrics["dates"] = int(frame.loc[known, "dt"].nunique())
+        if truth_dir is not None:
+            truth = true_hazard_comparison(
+                frame[known].reset_index(drop=True),
+                probs[known].reset_index(drop=True),
+                truth_dir,
+                horizon=h,
+            )
+            metrics["true_hazard_auc"] = truth.get("true_hazard_auc")
+            metrics["auc_ratio"] = truth.get("ratio")
+        out[str(h)] = metrics
     p = probs.to_numpy()
     out["monotone_share"] = float(np.mean(np.all(np.diff(p, axis=1) >= 0, axis=1)))
     return out

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ml_tasks import registry, warehouse
+from ml_tasks import registry, training_inputs, warehouse
 from ml_tasks.popularity.config import PopularityConfig
 from ml_tasks.popularity.data import build_examples, days, naive_column, target_column
 from ml_tasks.popularity.model import (
@@ -336,9 +336,17 @@ def train_popularity(
     started_at = datetime.now(UTC)
     cfg = config or PopularityConfig.load()
     target = warehouse.ensure_migrated(dsn)
+    inputs = training_inputs.fingerprint(target, MODEL_NAME, day, cfg)
+    reused = training_inputs.reuse(
+        target, MODEL_NAME, inputs, run_id=run_id, day=day, started_at=started_at
+    )
+    if reused is not None:
+        return reused
     _record_run(target, run_id, day, started_at, status="running")
     try:
-        return _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
+        result = _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
+        training_inputs.remember(target, MODEL_NAME, result["version"], inputs)
+        return result
     except Exception as exc:
         _record_run(
             target,
