@@ -343,7 +343,8 @@ def promote(
 
     A candidate whose model file is missing or no longer matches its registered sha256 is
     refused (:class:`ArtifactIntegrityError`, naming the file and both hashes) and the
-    current champion stays champion.
+    current champion stays champion. A promotion at the very instant the current stint
+    began replaces that stint (it never held for any instant of its own).
     """
     at = at or datetime.now(UTC)
     target = warehouse.resolve_dsn(dsn=dsn)
@@ -373,6 +374,13 @@ def promote(
             "UPDATE ml.model_registry SET status = 'retired', retired_at = %s"
             " WHERE model_name = %s AND status = 'champion'",
             (at, name),
+        )
+        # A stint that would end where it began (a day retrained on changed inputs and
+        # promoted at the same instant) never held: the later promotion supersedes it.
+        conn.execute(
+            "DELETE FROM ml.champion_history WHERE model_name = %s AND champion_until IS NULL"
+            " AND champion_from = %s",
+            (name, at),
         )
         conn.execute(
             "UPDATE ml.champion_history SET champion_until = %s"
