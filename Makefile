@@ -11,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := False
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser-deps demo test reliability lint fmt bench airflow warehouse-stop clean
+.PHONY: help install browser-deps demo test test-full reliability lint fmt bench airflow warehouse-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -39,7 +39,10 @@ browser-deps: ## Chromium and chromedriver for tests/test_browser.py (Debian pac
 	$$sudo apt-get update -qq && \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
-test: $(STAMP) browser-deps ## run the test suite against a real PostgreSQL
+test: $(STAMP) browser-deps ## run the test suite against a real PostgreSQL (CI: the quick slice)
+	$(BIN)/pytest -q -m "not full"
+
+test-full: $(STAMP) browser-deps ## every test, including the heavier cases marked full
 	$(BIN)/pytest -q
 
 lint: $(STAMP) ## ruff

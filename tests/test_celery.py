@@ -511,6 +511,7 @@ def test_score_daily_fans_out_over_two_celery_workers(cluster: Cluster) -> None:
     assert score_checksums(dsn, day) == reference, "fanned out on Celery == single process"
 
 
+@pytest.mark.full
 def test_backfills_from_the_cli_and_the_rest_api_complete_and_change_nothing(
     cluster: Cluster,
 ) -> None:

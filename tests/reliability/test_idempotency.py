@@ -41,6 +41,8 @@ WRITES: dict[str, list[str]] = {
     "monitor_daily": ["monitoring.drift", "monitoring.realized_performance"],
 }
 REGISTRY = ["ml.model_registry", "ml.champion_history"]
+#: The DAGs CI's quick slice runs twice (make test-full and make reliability run them all).
+QUICK = ("ingest_daily", "score_daily")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,10 @@ def snapshot(dsn: str, tables: list[str], day) -> dict[str, tuple[int, str]]:
         return out
 
 
-@pytest.mark.parametrize("dag_id", list(WRITES))
+@pytest.mark.parametrize(
+    "dag_id",
+    [d if d in QUICK else pytest.param(d, marks=pytest.mark.full) for d in WRITES],
+)
 def test_a_dag_run_twice_for_a_day_leaves_the_same_data(world, dag_id, monkeypatch) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
