@@ -184,6 +184,14 @@ def build_table_day(
     with conn.transaction():
         # one builder per table-day at a time: racing runs serialize, the last one wins
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (warehouse.lock_key(stage),))
+        # Builds of other days of this table wait here, before this transaction reads the
+        # parent: two builders holding its share lock while each awaits the swap's
+        # exclusive one deadlocked in parallel backfills. Readers are not blocked.
+        conn.execute(
+            sql.SQL("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE").format(
+                warehouse.qualified(table.name)
+            )
+        )
         warehouse.create_day_stage(conn, table.name, stage, table.time_column, day)
         if table.uses_catalogue:
             _make_catalogue(conn, day)
