@@ -11,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := False
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser-deps demo test test-full reliability lint fmt bench airflow warehouse-stop clean
+.PHONY: help install browser-deps demo test test-full reliability lint fmt bench bench-stages airflow warehouse-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -60,7 +60,13 @@ reliability: $(STAMP) ## the reliability suite in full (6 SIGKILLs per step, 200
 	$(BIN)/python scripts/reliability_report.py --input var/reliability.json --output docs/reliability.md \
 		&& exit $$status
 
-bench: $(STAMP) ## benchmarks (~60 min): each stage vs its floor, peak memory, model quality bars
+BENCH_SIZES ?= 25000,50000,100000,200000
+BENCH_DAYS ?= 92
+
+bench: $(STAMP) ## one night per size (hours on 2 cores): every stage vs its floor, then docs/performance.md
+	$(BIN)/encore bench --sizes $(BENCH_SIZES) --days $(BENCH_DAYS) --out docs/performance.md
+
+bench-stages: $(STAMP) ## single-stage deep dives at larger sizes (~60 min) and the model quality bars
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/features_bench.py
 	$(BIN)/python bench/scoring_bench.py

@@ -25,14 +25,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
-from ml_tasks import warehouse
+from ml_tasks.benchmark import ScratchDatabase, admin_dsn
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT_COLUMNS = (
@@ -47,34 +45,12 @@ START = date(2026, 10, 1)
 
 
 def _admin_dsn() -> str:
-    from ml_tasks.settings import get_settings
-
-    settings = get_settings()
-    if settings.warehouse_dsn:
-        return settings.warehouse_dsn
-    try:
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3):
-            return "postgresql://postgres@127.0.0.1:5432/postgres"
-    except psycopg.OperationalError:
-        return warehouse.embedded_dsn(settings, "postgres")
+    """The server to create scratch databases on (see :func:`ml_tasks.benchmark.admin_dsn`)."""
+    return admin_dsn()
 
 
-class Database:
-    """A throwaway, migrated database for one measurement."""
-
-    def __init__(self, admin: str):
-        self.admin = admin
-        self.name = f"encore_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
-        self.dsn = warehouse.with_database(admin, self.name)
-        warehouse.ensure_migrated(self.dsn)
-
-    def drop(self) -> None:
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
-            )
+#: A throwaway, migrated database for one measurement (shared with ``encore bench``).
+Database = ScratchDatabase
 
 
 def simulate(out: Path, users: int, days: int) -> dict:

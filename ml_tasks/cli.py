@@ -263,6 +263,65 @@ def cmd_score(args: argparse.Namespace) -> None:
     _print(out if len(out) > 1 else out[0])
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    import os
+    from datetime import UTC, datetime
+
+    from ml_tasks import benchmark
+
+    try:
+        sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [args.users]
+    except ValueError as exc:
+        raise CliError(f"--sizes must be user counts separated by commas: {args.sizes!r}") from exc
+    if any(n < 1 for n in sizes):
+        raise CliError("every size must be at least 1 user")
+    json_path = Path(args.json)
+    if args.from_json:
+        runs = [
+            benchmark.NightRun.from_dict(r)
+            for path in args.from_json
+            for r in json.loads(Path(path).read_text())
+        ]
+    else:
+        training = benchmark.pick_training(args.days, args.training)
+        runs = []
+        for users in sorted(sizes):
+            started = datetime.now(UTC).isoformat(timespec="seconds")
+            results = benchmark.run_night(
+                users,
+                args.days,
+                args.tracks,
+                seed=args.seed,
+                admin=args.dsn,
+                training=training,
+                preview_share=args.preview_share,
+                workers=args.workers,
+                profile=args.profile and users == max(sizes),
+                keep=args.keep,
+            )
+            runs.append(
+                benchmark.NightRun(
+                    users=users,
+                    tracks=args.tracks or benchmark.default_tracks(users),
+                    days=args.days,
+                    results=results,
+                    started_at=started,
+                    training=training,
+                    load_average=os.getloadavg(),
+                )
+            )
+            print(benchmark.format_table(runs[-1]), flush=True)
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps([r.to_dict() for r in runs], indent=1, default=str))
+    command = (
+        f"encore bench --sizes {','.join(str(r.users) for r in runs)} --days {runs[0].days}"
+        + (f" --tracks {args.tracks}" if args.tracks else "")
+    )
+    out = benchmark.write_report(runs, Path(args.out), command=command)
+    saved = "" if args.from_json else f"; figures in {json_path}"
+    print(f"wrote {out} and {out.with_name('performance_stages.png')}{saved}")
+
+
 def cmd_warehouse(args: argparse.Namespace) -> None:
     from ml_tasks import warehouse
     from ml_tasks.settings import get_settings
@@ -429,6 +488,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("families", nargs="*", help="model families (default: all), e.g. churn")
     add_days(p)
     add_dsn(p)
+
+    p = add(
+        "bench",
+        cmd_bench,
+        "simulate a world, time every stage of one night beside its floor, write"
+        " docs/performance.md",
+    )
+    p.add_argument("--users", type=int, default=25_000, help="users of the world")
+    p.add_argument(
+        "--sizes",
+        help="one world per size, users separated by commas (the issue's sweep:"
+        " 25000,50000,100000,200000); overrides --users",
+    )
+    p.add_argument(
+        "--days",
+        type=int,
+        default=92,
+        help="days simulated; the last is the night (92: the shipped training windows fit,"
+        " with two churn training dates)",
+    )
+    p.add_argument("--tracks", type=int, help="tracks of the world (default: users / 5)")
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument(
+        "--training",
+        choices=["auto", "shipped", "short", "tiny"],
+        default="auto",
+        help="training windows and models (auto: shipped when --days allow, else short)",
+    )
+    p.add_argument(
+        "--preview-share", type=float, default=0.5, help="share of tracks with a preview clip"
+    )
+    p.add_argument("--workers", type=int, help="audio decoding processes (default: every core)")
+    p.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="profile the slowest stage of the largest night with pyinstrument",
+    )
+    p.add_argument("--out", default="docs/performance.md", help="the markdown report to write")
+    p.add_argument(
+        "--json", default="var/bench/nights.json", help="the measured figures (after each night)"
+    )
+    p.add_argument(
+        "--from-json",
+        nargs="+",
+        metavar="FILE",
+        help="write the report from figures saved by earlier runs (one file per run), run nothing",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the scratch databases and files")
+    p.add_argument(
+        "--dsn",
+        help="server to create the scratch databases on (default: WAREHOUSE_DSN's, else"
+        " 127.0.0.1:5432, else the embedded one)",
+    )
 
     p = add("warehouse", cmd_warehouse, "embedded warehouse: dsn, status, stop")
     p.add_argument("action", choices=["dsn", "status", "stop"])
