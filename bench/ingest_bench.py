@@ -6,7 +6,9 @@ What it measures, in one run on one machine:
    day already loaded) through :func:`ml_tasks.ingest.ingest_day`: wall time and rows/s.
 2. The floor: the same accepted listening rows (their contract columns, pre-rendered as CSV
    in memory) COPYed into an UNLOGGED table with no indexes; rows/s; the ratio ingest/floor.
-3. Peak RSS of the ingest process for two day sizes at the same chunk size, and for the large
+3. A day ingested after ``--history-days`` earlier days of the small world are already in
+   the warehouse: the cross-day duplicate check must not grow with the days kept.
+4. Peak RSS of the ingest process for two day sizes at the same chunk size, and for the large
    day at a smaller chunk size: memory should follow the chunk, not the day.
 
 Usage: ``make bench`` or ``python bench/ingest_bench.py [--users N] [--small-users N]``.
@@ -94,6 +96,22 @@ def ingest_in_subprocess(dsn: str, landing: Path, day: date, chunk_rows: int) ->
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def ingest_history(dsn: str, landing: Path, days: int, chunk_rows: int) -> float:
+    """Ingest the first ``days`` days of ``landing`` in one child process; its wall time."""
+    code = (
+        "import time; from datetime import date, timedelta; from pathlib import Path;"
+        "from ml_tasks.ingest import ingest_day;"
+        f"start = date.fromisoformat({START.isoformat()!r}); t = time.perf_counter();"
+        f"[ingest_day(start + timedelta(days=i), dsn={dsn!r},"
+        f" landing_root=Path({str(landing)!r}), chunk_rows={chunk_rows}) for i in range({days})];"
+        "print(time.perf_counter() - t)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"history ingest failed:\n{proc.stderr[-3000:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
 def copy_floor(dsn: str, day: date) -> dict:
     """The floor: the day's accepted listening rows, already encoded in memory, COPYed into
     an UNLOGGED table without indexes. Measured in both formats ingestion uses."""
@@ -130,6 +148,28 @@ def _copy_floor(dsn: str, day: date, fmt: str) -> dict:
     return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds, "mb": len(data) / 2**20}
 
 
+def _throughput(dsn: str, landing: Path, day: date, label: str, chunk_rows: int) -> dict:
+    """Ingest ``day`` in a child process, then COPY its accepted rows bare: one table row."""
+    ing = ingest_in_subprocess(dsn, landing, day, chunk_rows)
+    floor = copy_floor(dsn, day)
+    res = ing["result"]
+    rows_le = res["datasets"]["listening_events"]["rows_read"]
+    return {
+        "label": label,
+        "day": day.isoformat(),
+        "rows_read": res["rows_read"],
+        "listening_rows": rows_le,
+        "ingest_seconds": ing["wall"],
+        "ingest_rows_per_s": rows_le / ing["wall"],
+        "floor_rows": floor["csv"]["rows"],
+        "floor_csv_seconds": floor["csv"]["seconds"],
+        "floor_binary_seconds": floor["binary"]["seconds"],
+        "ratio_csv": (rows_le / ing["wall"]) / floor["csv"]["rows_per_s"],
+        "ratio_binary": (rows_le / ing["wall"]) / floor["binary"]["rows_per_s"],
+        "peak_rss_mb": ing["peak_rss_mb"],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Encore ingest benchmark")
     parser.add_argument(
@@ -140,6 +180,12 @@ def main() -> int:
     )
     parser.add_argument("--small-users", type=int, default=75_000)
     parser.add_argument("--chunk-rows", type=int, default=100_000)
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=30,
+        help="days of the small world loaded before its last day is timed (0: skip)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the simulated data")
     args = parser.parse_args()
 
@@ -148,13 +194,14 @@ def main() -> int:
     report: dict = {"machine": {"cores": os.cpu_count()}, "chunk_rows": args.chunk_rows}
     try:
         print(
-            f"simulating {args.users:,} users x 2 days and {args.small_users:,} users x 1 day"
+            f"simulating {args.users:,} users x 2 days and {args.small_users:,} users"
+            f" x {args.history_days + 1} days"
             f" under {work} ...",
             flush=True,
         )
         large, small = work / "large", work / "small"
         report["simulate_large"] = simulate(large, args.users, 2)
-        report["simulate_small"] = simulate(small, args.small_users, 1)
+        report["simulate_small"] = simulate(small, args.small_users, args.history_days + 1)
 
         db = Database(admin)
         try:
@@ -163,29 +210,25 @@ def main() -> int:
                 (START, "parquet day (empty warehouse)"),
                 (START + timedelta(days=1), "csv day (previous day loaded)"),
             ):
-                ing = ingest_in_subprocess(db.dsn, large, day, args.chunk_rows)
-                floor = copy_floor(db.dsn, day)
-                res = ing["result"]
-                rows_le = res["datasets"]["listening_events"]["rows_read"]
-                runs.append(
-                    {
-                        "label": label,
-                        "day": day.isoformat(),
-                        "rows_read": res["rows_read"],
-                        "listening_rows": rows_le,
-                        "ingest_seconds": ing["wall"],
-                        "ingest_rows_per_s": rows_le / ing["wall"],
-                        "floor_rows": floor["csv"]["rows"],
-                        "floor_csv_seconds": floor["csv"]["seconds"],
-                        "floor_binary_seconds": floor["binary"]["seconds"],
-                        "ratio_csv": (rows_le / ing["wall"]) / floor["csv"]["rows_per_s"],
-                        "ratio_binary": (rows_le / ing["wall"]) / floor["binary"]["rows_per_s"],
-                        "peak_rss_mb": ing["peak_rss_mb"],
-                    }
-                )
-            report["throughput"] = runs
+                runs.append(_throughput(db.dsn, large, day, label, args.chunk_rows))
         finally:
             db.drop()
+        if args.history_days:
+            db = Database(admin)
+            try:
+                print(f"loading {args.history_days} days of history ...", flush=True)
+                report["history_seconds"] = ingest_history(
+                    db.dsn, small, args.history_days, args.chunk_rows
+                )
+                day = START + timedelta(days=args.history_days)
+                runs.append(
+                    _throughput(
+                        db.dsn, small, day, f"after {args.history_days} days kept", args.chunk_rows
+                    )
+                )
+            finally:
+                db.drop()
+        report["throughput"] = runs
 
         memory = []
         for landing, label, chunk in (

@@ -153,6 +153,11 @@ class Dataset:
         return f"raw.{self.name}" if self.is_event else f"raw.{self.name[:-1]}_versions"
 
     @property
+    def keys_table(self) -> str | None:
+        """For events: the unpartitioned index of accepted event-id hashes and their days."""
+        return f"raw.{self.name}_keys" if self.is_event else None
+
+    @property
     def current_table(self) -> str | None:
         """For dimensions: the table of current rows, one per key."""
         return None if self.is_event else f"raw.{self.name}"

@@ -852,16 +852,42 @@ class _DayLoader:
                 )"""
             ).format(stage=stage, key=key)
             removed.update(self._quarantine_deleted(ds, deleting, contract.DUPLICATE_REASON))
-        # Already accepted on another day: the first day to accept an id keeps it. The two
-        # ranges (not NOT(in day)) let the planner prune the day being replaced.
+        # Already accepted on another day: the first day to accept an id keeps it. One probe
+        # per row of the unpartitioned keys table finds the candidates (the partitions'
+        # own indexes would cost a probe per row per day kept); the few it finds are then
+        # confirmed by exact id against the other days' partitions (two ranges, not
+        # NOT(in day), so the planner prunes the day being replaced). The LATERAL ... LIMIT 1
+        # keeps the probes an index nested loop (a hash join would read every key ever
+        # accepted), and probing in key order keeps the index pages it walks warm.
+        self.conn.execute("DROP TABLE IF EXISTS _seen")
+        self.conn.execute(
+            sql.SQL(
+                """
+                CREATE TEMP TABLE _seen AS
+                SELECT s.tid, s.event_key, s.event_id
+                FROM (SELECT ctid AS tid, event_key, {key} AS event_id FROM {stage}
+                      ORDER BY event_key) s
+                CROSS JOIN LATERAL (
+                    SELECT 1 FROM {keys} k
+                    WHERE k.event_key = s.event_key AND k.dt <> {day} LIMIT 1
+                ) seen
+                """
+            ).format(
+                stage=stage,
+                key=key,
+                keys=warehouse.qualified(ds.keys_table),
+                day=sql.Literal(self.day),
+            )
+        )
         low, high = warehouse.day_bounds(self.day)
         deleting = sql.SQL(
             """
             WITH d AS (
-                DELETE FROM {stage} s
-                WHERE EXISTS (
+                DELETE FROM {stage} s USING _seen c
+                WHERE s.ctid = c.tid
+                  AND EXISTS (
                     SELECT 1 FROM {parent} r
-                    WHERE r.event_key = s.event_key AND r.{key} = s.{key}
+                    WHERE r.event_key = c.event_key AND r.{key} = c.event_id
                       AND (r.{tcol} < {low} OR r.{tcol} >= {high})
                 )
                 RETURNING s.*
@@ -877,6 +903,7 @@ class _DayLoader:
         removed.update(
             self._quarantine_deleted(ds, deleting, contract.DUPLICATE_REASON + " on another day")
         )
+        self.conn.execute("DROP TABLE _seen")
         return dict(removed)
 
     def settle_key_duplicates(self, ds: Dataset) -> dict[str, int]:
@@ -936,6 +963,7 @@ class _DayLoader:
             for ds in contract.DATASETS:
                 stage = _stage_name(ds, day)
                 if ds.is_event:
+                    self._replace_day_keys(ds, stage)
                     warehouse.swap_day_partition(self.conn, ds.raw_table, stage, day)
                 else:
                     self._replace_dimension_day(ds, stage)
@@ -984,6 +1012,19 @@ class _DayLoader:
                     sum(r.rows_quarantined for r in results.values()),
                 ),
             )
+
+    def _replace_day_keys(self, ds: Dataset, stage: str) -> None:
+        """Replace the day's rows of the event-keys table with the stage's (same transaction
+        as the partition swap, so the keys always match the partitions). Inserted in key
+        order: the index pages then fill one after another (about a third faster)."""
+        keys = warehouse.qualified(ds.keys_table)
+        self.conn.execute(sql.SQL("DELETE FROM {} WHERE dt = %s").format(keys), (self.day,))
+        self.conn.execute(
+            sql.SQL(
+                "INSERT INTO {keys} (event_key, dt)"
+                " SELECT event_key, {day} FROM {stage} ORDER BY event_key"
+            ).format(keys=keys, day=sql.Literal(self.day), stage=warehouse.qualified(stage))
+        )
 
     def _replace_dimension_day(self, ds: Dataset, stage: str) -> None:
         versions = warehouse.qualified(ds.raw_table)

@@ -16,6 +16,20 @@ from ml_tasks import contract
 
 DAY = date(2026, 11, 5)
 
+#: Every table ingestion writes (checksummed by the idempotency and bad-input tests).
+INGEST_TABLES = (
+    "raw.listening_events",
+    "raw.listening_events_keys",
+    "raw.subscription_events",
+    "raw.subscription_events_keys",
+    "raw.user_versions",
+    "raw.users",
+    "raw.track_versions",
+    "raw.tracks",
+    "raw.ingest_log",
+    "quarantine.rejected_rows",
+)
+
 
 def ts(day: date, hour: int = 12, minute: int = 0) -> str:
     return f"{day.isoformat()}T{hour:02d}:{minute:02d}:00Z"

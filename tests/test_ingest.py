@@ -15,6 +15,7 @@ import pytest
 
 from landing import (
     DAY,
+    INGEST_TABLES,
     folder,
     good_play,
     good_sub,
@@ -26,21 +27,10 @@ from landing import (
 )
 from ml_tasks import contract, ingest, warehouse
 
-DATA_TABLES = (
-    "raw.listening_events",
-    "raw.subscription_events",
-    "raw.user_versions",
-    "raw.users",
-    "raw.track_versions",
-    "raw.tracks",
-    "raw.ingest_log",
-    "quarantine.rejected_rows",
-)
-
 
 def checksums(dsn: str) -> dict[str, tuple[int, str]]:
     with warehouse.connect(dsn) as conn:
-        return {t: warehouse.table_checksum(conn, t) for t in DATA_TABLES}
+        return {t: warehouse.table_checksum(conn, t) for t in INGEST_TABLES}
 
 
 def quarantined(dsn: str, dataset: str | None = None) -> list[tuple]:
@@ -301,6 +291,88 @@ def test_event_already_accepted_on_another_day_is_quarantined(warehouse_dsn, lan
     assert len(q) == 1 and q[0][4]["event_id"] == "e1"
     assert "on another day" in q[0][3][0]
     assert scalar(warehouse_dsn, "SELECT count(*) FROM raw.listening_events") == 3
+
+
+def event_keys_match_partitions(dsn: str) -> bool:
+    """The keys table holds exactly one (event_key, day) per accepted event, per dataset."""
+    with warehouse.connect(dsn) as conn:
+        for ds in contract.DATASETS:
+            if not ds.is_event:
+                continue
+            diff = conn.execute(
+                f"""
+                SELECT count(*) FROM (
+                    (SELECT event_key, ({ds.time_column} AT TIME ZONE 'UTC')::date
+                     FROM {ds.raw_table}
+                     EXCEPT ALL SELECT event_key, dt FROM {ds.keys_table})
+                    UNION ALL
+                    (SELECT event_key, dt FROM {ds.keys_table}
+                     EXCEPT ALL SELECT event_key, ({ds.time_column} AT TIME ZONE 'UTC')::date
+                     FROM {ds.raw_table})
+                ) d"""
+            ).fetchone()[0]
+            if diff:
+                return False
+    return True
+
+
+def test_event_keys_follow_redelivered_and_withdrawn_days(warehouse_dsn, landing_root) -> None:
+    """An id withdrawn by a redelivered day no longer blocks a later day that carries it."""
+    day2, day3 = DAY + timedelta(days=1), DAY + timedelta(days=2)
+    write_day(landing_root, DAY, plays=[good_play("a", day=DAY), good_play("b", day=DAY)])
+    write_day(landing_root, day2, plays=[good_play("c", day=day2)], subs=[good_sub("s1", day=day2)])
+    ingest.ingest_day(DAY)
+    ingest.ingest_day(day2)
+    assert event_keys_match_partitions(warehouse_dsn)
+    # upstream withdraws play "b" from the first day; it turns up on the third
+    write_day(landing_root, DAY, plays=[good_play("a", day=DAY)])
+    write_day(landing_root, day3, plays=[good_play("b", day=day3), good_play("a", day=day3)])
+    ingest.ingest_day(DAY)
+    ingest.ingest_day(day3)
+    assert event_keys_match_partitions(warehouse_dsn)
+    with warehouse.connect(warehouse_dsn) as conn:
+        events = sorted(conn.execute("SELECT event_id, played_at::date FROM raw.listening_events"))
+    assert [e for e, _ in events] == ["a", "b", "c"]
+    [q] = quarantined(warehouse_dsn, "listening_events")
+    assert q[4]["event_id"] == "a" and "on another day" in q[3][0]
+
+
+def test_keys_migration_indexes_the_events_already_loaded(warehouse_dsn, landing_root) -> None:
+    """A warehouse loaded before 0013 gets its keys tables filled by the migration."""
+    day2 = DAY + timedelta(days=1)
+    write_day(landing_root, DAY, plays=[good_play(f"a{i}", day=DAY) for i in range(5)])
+    write_day(landing_root, day2, plays=[good_play("b", day=day2)], subs=[good_sub("s", day=day2)])
+    ingest.ingest_day(DAY)
+    ingest.ingest_day(day2)
+    with warehouse.connect(warehouse_dsn, autocommit=True) as conn:  # back to before 0013
+        conn.execute("DROP TABLE raw.listening_events_keys, raw.subscription_events_keys")
+        conn.execute("DELETE FROM ml.schema_migrations WHERE version = 13")
+        applied = [m.path.name for m in warehouse.migrate(conn)]
+    assert applied == ["0013_event_keys.sql"]
+    assert event_keys_match_partitions(warehouse_dsn)
+    assert scalar(warehouse_dsn, "SELECT count(*) FROM raw.listening_events_keys") == 6
+
+
+def test_cross_day_check_is_exact_under_hash_collisions(
+    warehouse_dsn, landing_root, monkeypatch
+) -> None:
+    """Every hash colliding across days: only the id really accepted before is refused."""
+    import numpy as np
+
+    day2 = DAY + timedelta(days=1)
+    write_day(landing_root, DAY, plays=[good_play(f"d1-{i}", day=DAY) for i in range(50)])
+    write_day(
+        landing_root,
+        day2,
+        plays=[good_play(f"d2-{i}", day=day2) for i in range(50)] + [good_play("d1-7", day=day2)],
+    )
+    monkeypatch.setattr(ingest, "string_hashes", lambda arr: np.zeros(len(arr), np.uint64))
+    ingest.ingest_day(DAY)
+    result = ingest.ingest_day(day2)
+    assert result.datasets["listening_events"].rows_accepted == 50
+    [q] = quarantined(warehouse_dsn, "listening_events")
+    assert q[4]["event_id"] == "d1-7" and "on another day" in q[3][0]
+    assert event_keys_match_partitions(warehouse_dsn)
 
 
 def test_unknown_users_and_tracks_are_kept_and_flagged(warehouse_dsn, landing_root) -> None:

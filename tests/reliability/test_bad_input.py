@@ -30,6 +30,7 @@ from bad_input import KINDS, BadInput, Broken, write_clean_day
 from psycopg import sql
 from reliability_results import record
 
+from landing import INGEST_TABLES
 from ml_tasks import audio, contract, ingest, warehouse
 
 pytestmark = pytest.mark.reliability
@@ -37,18 +38,7 @@ pytestmark = pytest.mark.reliability
 log = logging.getLogger(__name__)
 
 BASE_DAY = date(2025, 3, 1)
-DATA_TABLES = (
-    "raw.listening_events",
-    "raw.subscription_events",
-    "raw.user_versions",
-    "raw.users",
-    "raw.track_versions",
-    "raw.tracks",
-    "raw.ingest_log",
-    "quarantine.rejected_rows",
-    "quarantine.audio_rejects",
-    "features.track_audio",
-)
+DATA_TABLES = (*INGEST_TABLES, "quarantine.audio_rejects", "features.track_audio")
 
 
 @dataclass(frozen=True)
