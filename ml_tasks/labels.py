@@ -83,6 +83,9 @@ WITH pop AS (
     SELECT u.user_id, u.dt, u.is_paying
     FROM features.user_daily u
     WHERE u.dt = ANY(%(dates)s::date[])
+      -- the table is partitioned on feature_ts (the last microsecond of dt): this range
+      -- lets the planner skip the other days' partitions, which dt alone does not
+      AND u.feature_ts >= %(ts_lo)s::timestamptz AND u.feature_ts < %(ts_hi)s::timestamptz
 ),
 cancels AS (
     -- first cancel of each paying user after D, within the largest horizon and as_of
@@ -193,6 +196,8 @@ def churn_labels(
         "dormancy": DORMANCY_DAYS,
         "lookback": DORMANCY_LOOKBACK,
         "first_play": dates[0] - timedelta(days=DORMANCY_LOOKBACK + 1),
+        "ts_lo": warehouse.day_bounds(dates[0])[0],
+        "ts_hi": warehouse.day_bounds(dates[-1])[1],
     }
     query = sql.SQL(_LABELS_SQL).format(labels=sql.SQL(", ").join(_label_expr(h) for h in horizons))
     with warehouse.connect(warehouse.resolve_dsn(dsn=dsn)) as conn:

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ml_tasks import labels, warehouse
+from ml_tasks.features import feature_ts
 
 D = date(2026, 3, 1)
 
@@ -72,7 +73,13 @@ def scenario(warehouse_dsn: str) -> str:
             _insert(
                 conn,
                 "features.user_daily",
-                {"dt": D, "user_id": user, "is_paying": True, "plan": "premium_individual"},
+                {
+                    "dt": D,
+                    "feature_ts": feature_ts(D),
+                    "user_id": user,
+                    "is_paying": True,
+                    "plan": "premium_individual",
+                },
             )
             _insert(
                 conn,
@@ -103,7 +110,13 @@ def scenario(warehouse_dsn: str) -> str:
             _insert(
                 conn,
                 "features.user_daily",
-                {"dt": D, "user_id": user, "is_paying": False, "plan": "free"},
+                {
+                    "dt": D,
+                    "feature_ts": feature_ts(D),
+                    "user_id": user,
+                    "is_paying": False,
+                    "plan": "free",
+                },
             )
             _insert(
                 conn,

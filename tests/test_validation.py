@@ -670,16 +670,16 @@ def test_concurrent_validations_wait_for_the_project_lock(clean: str, artifacts:
     [
         (
             "postgresql://postgres@127.0.0.1:5432/db",
-            "postgresql+psycopg://postgres@127.0.0.1:5432/db?options=-c+TimeZone%3DUTC",
+            "postgresql+psycopg://postgres@127.0.0.1:5432/db?options=-c+TimeZone%3DUTC+-c+jit%3Doff",
         ),
         (
             "postgresql://postgres:@/encore?host=/work/main/var/pgdata",
             "postgresql+psycopg://postgres@/encore?host=%2Fwork%2Fmain%2Fvar%2Fpgdata"
-            "&options=-c+TimeZone%3DUTC",
+            "&options=-c+TimeZone%3DUTC+-c+jit%3Doff",
         ),
         (
             "host=/tmp port=5433 dbname=x user=u password=p@ss",
-            "postgresql+psycopg://u:p%40ss@/x?host=%2Ftmp&options=-c+TimeZone%3DUTC&port=5433",
+            "postgresql+psycopg://u:p%40ss@/x?host=%2Ftmp&options=-c+TimeZone%3DUTC+-c+jit%3Doff&port=5433",
         ),
     ],
 )
