@@ -1195,6 +1195,10 @@ def _floor_genre(ctx: Context, detail: dict) -> dict:
 
 
 def _floor_monitoring(ctx: Context, detail: dict) -> dict:
+    """What monitoring reads from the warehouse, bare: the day's plays and flags (fraud),
+    the day's features and 30-day scores, the past scores; the drift reference is cached
+    per model (a set-up step) and the day's scores are score_daily's, so nothing is
+    predicted."""
     from psycopg import sql
 
     from ml_tasks import monitoring, registry, scoring
@@ -1202,20 +1206,12 @@ def _floor_monitoring(ctx: Context, detail: dict) -> dict:
     parts = _floor_fraud(ctx, detail)
     record = registry.champion(scoring.CHURN_MODEL, scoring.day_end(ctx.day), dsn=ctx.dsn)
     model = registry.load_churn_model(record)
-    columns = list(model.feature_names)
-    config = monitoring.MonitoringConfig.load()
-    ref_days = [
-        record.train_start + timedelta(days=i)
-        for i in range((record.train_end - record.train_start).days + 1)
-    ]
-    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    cols = sql.SQL(", ").join(map(sql.Identifier, model.feature_names))
     queries = [
-        sql.SQL("SELECT {} FROM features.user_daily WHERE dt = ANY({}) LIMIT {}").format(
-            cols, sql.Literal(ref_days), sql.Literal(config.reference_rows)
-        ),
         sql.SQL("SELECT {} FROM features.user_daily WHERE dt = {}").format(
             cols, sql.Literal(ctx.day)
         ),
+        sql.SQL("SELECT p_churn_30d FROM scores.churn WHERE dt = {}").format(sql.Literal(ctx.day)),
     ]
     for h in monitoring.HORIZONS:
         queries.append(
@@ -1223,17 +1219,9 @@ def _floor_monitoring(ctx: Context, detail: dict) -> dict:
                 sql.Identifier(f"p_churn_{h}d"), sql.Literal(ctx.day - timedelta(days=h))
             )
         )
-    parts["COPY out of features, reference sample, past scores"] = copy_out_floor(ctx.dsn, queries)
-    reference = monitoring._features(ctx.dsn, ref_days, columns, config.reference_rows)
-    current = monitoring._features(ctx.dsn, [ctx.day], columns, None)
-    model.predict(current.head(10))
-    started = time.perf_counter()
-    model.predict(reference)
-    model.predict(current)
-    parts["predict of the reference and the day"] = {
-        "seconds": time.perf_counter() - started,
-        "rows": len(reference) + len(current),
-    }
+    parts["COPY out of the day's features and scores, past scores"] = copy_out_floor(
+        ctx.dsn, queries
+    )
     return parts
 
 
@@ -1535,6 +1523,19 @@ def _setup_after_training(ctx: Context, results: list[StageResult], past: list[d
                 )
                 rows += scoring.score_churn(day, run_id=SETUP_RUN_ID, dsn=ctx.dsn)["users"]
             info.update(rows=rows, unit="users", detail={"days": [d.isoformat() for d in past]})
+    with _setup_step(results, "drift reference of the churn champion") as info:
+        # drawn once per model version, the first night it is monitored: not a nightly cost
+        from ml_tasks import monitoring, registry
+
+        record = registry.champion(scoring.CHURN_MODEL, scoring.day_end(ctx.day), dsn=ctx.dsn)
+        if record is not None:
+            reference = monitoring.reference_sample(
+                record,
+                registry.load_churn_model(record),
+                dsn=ctx.dsn,
+                config=monitoring.MonitoringConfig.load(),
+            )
+            info.update(rows=len(reference), unit="reference rows")
 
 
 def _has_audio(ctx: Context) -> bool:

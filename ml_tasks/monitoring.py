@@ -5,7 +5,10 @@ For day D:
 - **fraud flags**: the day's stream anomalies are (re)computed (:mod:`ml_tasks.fraud`);
 - **drift**: every input of the churn champion of D, and its 30-day score, against the
   model's training window: population stability index over 10 quantile bins of the
-  reference, flagged ``warn``/``alert`` at the thresholds of ``config/monitoring.yaml``;
+  reference, flagged ``warn``/``alert`` at the thresholds of ``config/monitoring.yaml``.
+  The reference (a fixed hash sample of the window's feature rows and the model's score on
+  them) is drawn once per model version and kept beside its artifact; the day's score is
+  the one ``score_daily`` wrote, when the same model wrote it;
 - **realized performance**: the churn scores made H days before D (H = 7, 30, 90) against
   the labels known as of D (AUC, Brier, calibration), once there are any;
 - **the report**: an HTML page with the figures and a drift chart under
@@ -26,6 +29,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -34,6 +38,9 @@ from psycopg import sql
 from ml_tasks import fraud, registry, warehouse
 from ml_tasks.settings import get_settings
 from ml_tasks.yaml_config import load_flat
+
+if TYPE_CHECKING:
+    from ml_tasks.churn.model import ChurnModel
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +93,65 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
 
 
 def _features(dsn: str, dates: list[date], columns: list[str], limit: int | None) -> pd.DataFrame:
-    query = sql.SQL("SELECT {} FROM features.user_daily WHERE dt = ANY({}){}").format(
+    # partitioned on feature_ts (the last microsecond of dt): the range prunes the others
+    query = sql.SQL(
+        "SELECT {} FROM features.user_daily WHERE dt = ANY({})"
+        " AND feature_ts >= {} AND feature_ts < {}{}"
+    ).format(
         sql.SQL(", ").join(map(sql.Identifier, columns)),
         sql.Literal(dates),
+        sql.Literal(warehouse.day_bounds(min(dates))[0]),
+        sql.Literal(warehouse.day_bounds(max(dates))[1]),
         sql.SQL(f" ORDER BY hashtext(user_id::text || dt::text) LIMIT {int(limit)}")
         if limit
         else sql.SQL(""),
     )
     with warehouse.connect(dsn) as conn:
         return warehouse.read_arrow(conn, query).to_pandas()
+
+
+SCORE_COLUMN = "score:p_churn_30d"
+
+
+def reference_sample(
+    record: registry.ModelRecord, model: ChurnModel, *, dsn: str, config: MonitoringConfig
+) -> pd.DataFrame:
+    """The drift reference of a churn model: up to ``reference_rows`` feature rows of its
+    training window (a fixed hash sample) with the model's 30-day score on them.
+
+    Drawn once per model version and cached beside its artifact
+    (``monitoring_reference_<rows>.parquet``, written atomically): sampling the window sorts
+    every row of it, and the model's score never changes.
+    """
+    path = record.artifact_path.parent / f"monitoring_reference_{config.reference_rows}.parquet"
+    if path.is_file():
+        return pd.read_parquet(path)
+    start, end = record.train_start, record.train_end
+    reference_days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    reference = _features(dsn, reference_days, list(model.feature_names), config.reference_rows)
+    if reference.empty:
+        return reference
+    reference[SCORE_COLUMN] = model.predict(reference)["p_churn_30d"].to_numpy()
+    tmp = path.with_suffix(f".{time.time_ns()}.tmp")
+    reference.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    log.info("drift reference of churn %s: %d rows cached", record.version, len(reference))
+    return reference
+
+
+def _day_scores(dsn: str, day: date, version: str, rows: int) -> np.ndarray | None:
+    """The 30-day scores ``score_daily`` wrote for ``day`` with model ``version``, if it
+    scored all ``rows`` of the day's features with it; else None."""
+    with warehouse.connect(dsn) as conn:
+        found = warehouse.read_arrow(
+            conn,
+            sql.SQL(
+                "SELECT p_churn_30d FROM scores.churn WHERE dt = {d} AND model_version = {v}"
+            ).format(d=sql.Literal(day), v=sql.Literal(version)),
+        )
+    if found.num_rows != rows:
+        return None
+    return found.column(0).to_numpy(zero_copy_only=False).astype(float)
 
 
 def drift(day: date, *, dsn: str, config: MonitoringConfig) -> list[dict]:
@@ -106,9 +163,8 @@ def drift(day: date, *, dsn: str, config: MonitoringConfig) -> list[dict]:
         return []
     model = registry.load_churn_model(record)
     start, end = record.train_start, record.train_end
-    reference_days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     columns = list(model.feature_names)
-    reference = _features(dsn, reference_days, columns, config.reference_rows)
+    reference = reference_sample(record, model, dsn=dsn, config=config)
     current = _features(dsn, [day], columns, None)
     if current.empty or reference.empty:
         return []
@@ -121,10 +177,14 @@ def drift(day: date, *, dsn: str, config: MonitoringConfig) -> list[dict]:
             cur = cur.astype(str).map(codes).fillna(len(codes)).astype(float)
         value = psi(ref.astype(float).to_numpy(), cur.astype(float).to_numpy(), config.bins)
         rows.append({"column_name": column, "psi": value})
-    scores_ref = model.predict(reference)["p_churn_30d"].to_numpy()
-    scores_cur = model.predict(current)["p_churn_30d"].to_numpy()
+    scores_cur = _day_scores(dsn, day, record.version, len(current))
+    if scores_cur is None:  # not scored yet, or by another model: score it here
+        scores_cur = model.predict(current)["p_churn_30d"].to_numpy()
     rows.append(
-        {"column_name": "score:p_churn_30d", "psi": psi(scores_ref, scores_cur, config.bins)}
+        {
+            "column_name": SCORE_COLUMN,
+            "psi": psi(reference[SCORE_COLUMN].to_numpy(), scores_cur, config.bins),
+        }
     )
     for row in rows:
         row.update(

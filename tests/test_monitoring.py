@@ -62,6 +62,35 @@ def test_monitor_day_writes_drift_realized_performance_and_a_report(scored, tmp_
         ).fetchone()[0] == len(drift)
 
 
+def test_drift_reference_is_cached_per_model_and_day_scores_are_reused(scored, monkeypatch) -> None:
+    """The cached reference and the scores score_daily wrote give the PSI that sampling and
+    predicting afresh give."""
+    dsn, day = scored["dsn"], scored["day"]
+    config = monitoring.MonitoringConfig.load()
+    record = registry.champion("churn", scoring.day_end(day), dsn=dsn)
+    cache = record.artifact_path.parent / f"monitoring_reference_{config.reference_rows}.parquet"
+    cache.unlink(missing_ok=True)
+    first = {r["column_name"]: r["psi"] for r in monitoring.drift(day, dsn=dsn, config=config)}
+    assert cache.is_file()
+    cached = {r["column_name"]: r["psi"] for r in monitoring.drift(day, dsn=dsn, config=config)}
+    assert cached == pytest.approx(first, abs=1e-12)
+
+    written = monitoring._day_scores(dsn, day, record.version, 0)
+    assert written is None  # a row count that does not match is not reused
+    predicted: list[bool] = []
+    real_day_scores = monitoring._day_scores
+
+    def no_scores(*args):
+        predicted.append(real_day_scores(*args) is not None)
+        return None
+
+    monkeypatch.setattr(monitoring, "_day_scores", no_scores)
+    cache.unlink()
+    fresh = {r["column_name"]: r["psi"] for r in monitoring.drift(day, dsn=dsn, config=config)}
+    assert predicted == [True], "score_daily's scores existed and would have been reused"
+    assert fresh == pytest.approx(first, abs=1e-9)
+
+
 def test_settings_files_refuse_unknown_and_inconsistent_keys(tmp_path) -> None:
     from ml_tasks.fraud import FraudConfig
 
