@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -168,3 +168,29 @@ def test_unvalidated_training_data_blocks_promotion(churn_world, trained) -> Non
     assert not report["passed"]
     assert report["checks"][-1]["missing_days"] == [churn_world.last_day.isoformat()]
     assert pd.notna(report["decided_at"])
+
+
+def test_long_horizons_calibrate_on_their_own_dates_held_out_of_training() -> None:
+    """90-day labels are known only far back: the 90-day calibrator gets the latest dates
+    that know them, and training gives those dates up; with too little history the horizon
+    stays uncalibrated rather than calibrated on dates that cannot know its labels."""
+    from ml_tasks import labels
+    from ml_tasks.churn import ChurnConfig
+
+    cfg = ChurnConfig.load()
+    first = date(2026, 1, 1)
+    day = first + timedelta(days=200)
+    splits = plan_splits(day, cfg, first)
+    late = splits.late_calibration[90]
+    assert late[-1] == labels.last_fully_labelled_day(90, day)
+    assert len(late) == cfg.window.calibration_days
+    assert not set(late) & set(splits.train)
+    assert not set(late) & set(splits.calibration) and not set(late) & set(splits.holdout)
+    assert splits.calibration_for(90) == late
+    assert splits.calibration_for(30) == splits.calibration == splits.calibration_for(7)
+    assert set(late) <= set(splits.all) and set(late) <= set(splits.calibration_all)
+    assert 30 not in splits.late_calibration  # split horizon: the shared dates know it
+
+    short = plan_splits(first + timedelta(days=130), cfg, first)
+    assert short.late_calibration == {}
+    assert short.calibration_for(90) == short.calibration

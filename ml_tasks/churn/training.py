@@ -5,7 +5,10 @@ see :mod:`ml_tasks.labels`):
 
 - **holdout**: the ``holdout_days`` latest scoring dates whose ``split_horizon`` labels are
   known for every user, i.e. ending on day - split_horizon - 29;
-- **calibration**: the ``calibration_days`` dates before them;
+- **calibration**: the ``calibration_days`` dates before them, for every horizon whose
+  labels they know (up to ``split_horizon``). A longer horizon H gets its own
+  ``calibration_days`` dates, the latest whose H-labels are known for every user; they
+  are taken out of training. When the history is too short for them, H stays uncalibrated;
 - **training**: up to ``lookback_days`` dates before those, every ``stride_days``-th one,
   never closer than ``min_history_days`` to the first feature day.
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -58,10 +61,22 @@ class Splits:
     train: list[date]
     calibration: list[date]
     holdout: list[date]
+    #: Horizons longer than the split horizon: their own calibration dates.
+    late_calibration: dict[int, list[date]] = field(default_factory=dict)
 
     @property
     def all(self) -> list[date]:
-        return sorted({*self.train, *self.calibration, *self.holdout})
+        return sorted({*self.train, *self.holdout, *self.calibration_all})
+
+    @property
+    def calibration_all(self) -> list[date]:
+        """Every date any horizon calibrates on."""
+        late = [d for dates in self.late_calibration.values() for d in dates]
+        return sorted({*self.calibration, *late})
+
+    def calibration_for(self, horizon: int) -> list[date]:
+        """The scoring dates horizon ``horizon`` calibrates on."""
+        return self.late_calibration.get(horizon, self.calibration)
 
     def to_dict(self) -> dict:
         def span(ds: list[date]) -> dict:
@@ -71,6 +86,10 @@ class Splits:
             "train": span(self.train),
             "calibration": span(self.calibration),
             "holdout": span(self.holdout),
+            **{
+                f"calibration_{h}d": span(dates)
+                for h, dates in sorted(self.late_calibration.items())
+            },
         }
 
 
@@ -92,7 +111,21 @@ def plan_splits(day: date, cfg: ChurnConfig, first_feature_day: date) -> Splits:
             f"({w.split_horizon}-day labels must be known on the holdout); the first feature "
             f"day is {first_feature_day}"
         )
-    return Splits(train, calibration, holdout)
+    late: dict[int, list[date]] = {}
+    for h in sorted(cfg.horizons):
+        if h <= w.split_horizon:
+            continue
+        last = labels.last_fully_labelled_day(h, day)
+        dates = days(last - timedelta(days=w.calibration_days - 1), last)
+        if dates[0] >= earliest:
+            late[h] = dates
+    held = {d for dates in late.values() for d in dates}
+    kept = [d for d in train if d not in held]
+    if late and not kept:
+        late = {}  # too little history to spare dates: the long horizons stay uncalibrated
+    else:
+        train = kept
+    return Splits(train, calibration, holdout, late)
 
 
 def first_feature_day(dsn: str) -> date:
@@ -207,12 +240,17 @@ def _as_dict(model: ChurnModel, frame: pd.DataFrame) -> dict[int, np.ndarray]:
     return {h: p[f"p_churn_{h}d"].to_numpy() for h in model.horizons}
 
 
-def _calibrate(model: ChurnModel, cal: pd.DataFrame, cfg: ChurnConfig, day: date) -> None:
+def _calibrate(
+    model: ChurnModel, cal: pd.DataFrame, cfg: ChurnConfig, day: date, splits: Splits
+) -> None:
+    """Fit each horizon's calibrator on its own calibration dates' known labels."""
     raw = model.raw_probabilities(cal)
     for i, h in enumerate(cfg.horizons):
         last = labels.last_fully_labelled_day(h, day)
         col = labels.label_column(h)
-        mask = ((cal["dt"] <= last) & cal[col].notna()).to_numpy()
+        mask = (
+            cal["dt"].isin(splits.calibration_for(h)) & (cal["dt"] <= last) & cal[col].notna()
+        ).to_numpy()
         y = cal[col].to_numpy()[mask].astype(int)
         if mask.sum() >= cfg.calibration.min_rows and y.sum() >= cfg.calibration.min_positives:
             model.calibrators[h] = fit_calibrator(cfg.calibration.method, raw[mask, i], y)
@@ -229,7 +267,12 @@ def _score(metrics: dict, cfg: ChurnConfig) -> float:
 
 
 def fit_models(
-    train: pd.DataFrame, cal: pd.DataFrame, holdout: pd.DataFrame, cfg: ChurnConfig, day: date
+    train: pd.DataFrame,
+    cal: pd.DataFrame,
+    holdout: pd.DataFrame,
+    cfg: ChurnConfig,
+    day: date,
+    splits: Splits,
 ) -> tuple[ChurnModel, dict]:
     """Fit every family, calibrate, evaluate; return the chosen model and the metrics."""
     names = feature_columns(
@@ -257,7 +300,7 @@ def fit_models(
             [(family, est)],
             reason_horizon=cfg.gate.horizon,
         )
-        _calibrate(model, cal, cfg, day)
+        _calibrate(model, cal, cfg, day, splits)
         candidates[family] = model
         seconds[family] = round(time.perf_counter() - started, 2)
         log.info("fitted churn hazard model %s in %.1f s", family, seconds[family])
@@ -275,7 +318,7 @@ def fit_models(
             members,
             reason_horizon=cfg.gate.horizon,
         )
-        _calibrate(ensemble, cal, cfg, day)
+        _calibrate(ensemble, cal, cfg, day, splits)
         metrics["ensemble"] = _evaluate(_as_dict(ensemble, holdout), holdout, cfg, day)
         candidates["ensemble"] = ensemble
         if _score(metrics["ensemble"], cfg) > _score(metrics[best], cfg):
@@ -349,10 +392,10 @@ def _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
     train = data[data["dt"].isin(splits.train)]
     if len(train) > cfg.window.max_train_rows:
         train = train.sample(cfg.window.max_train_rows, random_state=cfg.gbm.seed)
-    cal = data[data["dt"].isin(splits.calibration)].reset_index(drop=True)
+    cal = data[data["dt"].isin(splits.calibration_all)].reset_index(drop=True)
     holdout = data[data["dt"].isin(splits.holdout)].reset_index(drop=True)
 
-    model, fit_info = fit_models(train, cal, holdout, cfg, day)
+    model, fit_info = fit_models(train, cal, holdout, cfg, day, splits)
     holdout_probs = model.predict(holdout)
     chosen = fit_info["candidates"][fit_info["chosen"]]
     baseline = fit_baseline(train, cfg, day)
