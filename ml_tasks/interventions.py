@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,11 @@ class Catalogue:
     value_at_risk: dict[str, float]
     interventions: tuple[Intervention, ...]
     version: str
+
+    @property
+    def costs(self) -> np.ndarray:
+        """Cost of each intervention, in catalogue order."""
+        return np.array([item.cost for item in self.interventions])
 
 
 def _number(value: object, where: str, minimum: float = 0.0) -> float:
@@ -122,8 +128,9 @@ class Options:
     uplifts: np.ndarray
     net: np.ndarray
 
-    @property
+    @cached_property
     def best(self) -> np.ndarray:
+        """Index of each user's intervention with the highest net value."""
         return np.argmax(self.net, axis=1)
 
     @property
@@ -196,7 +203,7 @@ def plan_rows(
     best = opts.best
     best_net = opts.net[rows, best]
     positive = best_net > 0
-    costs = np.array([item.cost for item in catalogue.interventions])
+    costs = catalogue.costs
     names = np.array([item.name for item in catalogue.interventions], dtype=object)
     reasons = _reasons(
         opts.p,
@@ -236,7 +243,7 @@ def plan_interventions(users: pd.DataFrame, catalogue: Catalogue) -> pd.DataFram
     :func:`allocate_budget` on narrow arrays, then :func:`plan_rows` per chunk.)
     """
     opts = options(users, catalogue)
-    costs = np.array([item.cost for item in catalogue.interventions])
+    costs = catalogue.costs
     selected, rank = allocate_budget(opts.best_net, costs[opts.best], catalogue.daily_budget)
     plan = plan_rows(users, catalogue, selected, rank, opts)
     log.info(

@@ -410,7 +410,7 @@ def commit_churn(
     """
     target = warehouse.resolve_dsn(dsn=dsn)
     catalogue = interventions.load_catalogue()
-    costs = np.array([item.cost for item in catalogue.interventions])
+    costs = catalogue.costs
     stage = _stage(CHURN_TABLE, day)
     started = time.perf_counter()
     with warehouse.connect(target) as conn:
