@@ -101,7 +101,7 @@ def copy_floor(dsn: str, table: str, day: date) -> float:
 def measure_build(dsn: str, day: date) -> list[dict]:
     """Time each feature table's build for ``day`` and its COPY floor."""
     out = []
-    with warehouse.connect(dsn) as conn:
+    with warehouse.connect(dsn, autocommit=True) as conn:
         inputs = features._inputs_as_of(conn, day, day)[day]
         for table in features.ACTIVITY_TABLES + features.DAILY_TABLES:
             as_of = features._as_of(table, inputs) if table in features.ACTIVITY_TABLES else None

@@ -24,7 +24,7 @@ from functools import cache
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from ml_tasks import warehouse
 from ml_tasks.settings import get_settings
@@ -170,7 +170,17 @@ def build_table_day(
     run_id: str,
     inputs_as_of: datetime | None = None,
 ) -> int:
-    """Compute ``table`` for ``day`` into a stage table and swap it in; returns its rows."""
+    """Compute ``table`` for ``day`` into a stage table and swap it in; returns its rows.
+
+    The build is its own transaction, so ``conn`` must not be inside one: as a savepoint
+    of a longer transaction it would hold every table-day's locks to the end, and parallel
+    backfills building overlapping days deadlock on them.
+    """
+    if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        raise RuntimeError(
+            f"build_table_day({table.name}, {day}) needs a connection outside a transaction"
+            " (autocommit, or committed first): each table-day commits on its own"
+        )
     started = time.perf_counter()
     low, high = warehouse.day_bounds(day)
     stage = f"{warehouse.partition_name(table.name, day)}_stage"
@@ -221,7 +231,8 @@ def build_day(day: date, *, run_id: str, dsn: str | None = None) -> FeatureDayRe
     target = warehouse.ensure_migrated(dsn)
     result = FeatureDayResult(day=day, run_id=run_id)
     first = day - timedelta(days=WINDOW_DAYS - 1)
-    with warehouse.connect(target) as conn:
+    # autocommit: each table-day's build is its own transaction, its locks released at once
+    with warehouse.connect(target, autocommit=True) as conn:
         inputs = _inputs_as_of(conn, first, day)
         if day not in inputs:
             raise FeaturesNotReady(

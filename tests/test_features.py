@@ -347,6 +347,40 @@ def test_rebuilding_a_day_is_idempotent_and_order_does_not_matter(world, world_d
     assert checksums(world_dsn, day) == built_in_order
 
 
+def test_each_table_day_commits_on_its_own(world, world_dsn, monkeypatch) -> None:
+    """A table-day's build is visible to others, and its locks gone, before the next starts:
+    held to the end of build_day they deadlocked parallel backfills of overlapping days."""
+    day = world.last_day
+    build = features.build_table_day
+    seen: list[tuple[str, str, int]] = []
+
+    def build_and_look(conn, table, build_day, run_id, inputs_as_of=None):
+        rows = build(conn, table, build_day, run_id, inputs_as_of)
+        with warehouse.connect(world_dsn) as other:
+            (logged_run,) = other.execute(
+                "SELECT run_id FROM features.build_log WHERE table_name = %s AND dt = %s",
+                (table.name, build_day),
+            ).fetchone()
+            (locks,) = other.execute(
+                "SELECT count(*) FROM pg_locks WHERE pid = %s AND locktype <> 'virtualxid'"
+                " AND NOT (locktype = 'relation' AND relation::regclass::text LIKE 'pg_%%')",
+                (conn.info.backend_pid,),
+            ).fetchone()
+        seen.append((table.name, logged_run, locks))
+        return rows
+
+    monkeypatch.setattr(features, "build_table_day", build_and_look)
+    features.build_day(day, run_id="own-commits", dsn=world_dsn)
+    assert len(seen) == len(features.ACTIVITY_TABLES) + len(features.DAILY_TABLES)
+    assert all(run == "own-commits" for _, run, _ in seen), seen
+    assert all(locks == 0 for _, _, locks in seen), seen
+    # a connection already inside a transaction is refused, not silently nested
+    with warehouse.connect(world_dsn) as conn:
+        conn.execute("SELECT 1")
+        with pytest.raises(RuntimeError, match="outside a transaction"):
+            build(conn, features.DAILY_TABLES[0], day, "nested")
+
+
 def test_a_reingested_raw_day_makes_its_activity_stale(world, world_dsn) -> None:
     from ml_tasks.ingest import ingest_day
 
