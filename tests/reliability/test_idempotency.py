@@ -28,7 +28,16 @@ from ml_tasks import features, scoring, warehouse
 pytestmark = [pytest.mark.slow, pytest.mark.reliability, pytest.mark.airflow]
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-LINEAGE = ("run_id", "scored_at", "computed_at", "built_at", "seconds", "created_ts")
+LINEAGE = (
+    "run_id",
+    "scored_at",
+    "computed_at",
+    "built_at",
+    "seconds",
+    "created_ts",
+    "extracted_at",
+    "rejected_at",
+)
 #: dag_id -> the tables whose day partition (or, for feast_online, whole table) it writes
 WRITES: dict[str, list[str]] = {
     "ingest_daily": [t for t in INGEST_TABLES if t != "raw.ingest_log"],
@@ -150,3 +159,70 @@ def test_retraining_unchanged_inputs_registers_nothing_and_changed_inputs_train(
     )
     assert unchanged, "a retraining on unchanged inputs changed the registry"
     assert not fresh.get("reused") and fresh["version"] != again["version"]
+
+
+AUDIO_WRITES = ["features.track_audio", "quarantine.audio_rejects", "scores.track_genres"]
+
+
+@pytest.mark.full
+def test_audio_features_run_twice_for_a_day_leaves_the_same_data(
+    request, pg_admin, template_db, tmp_path_factory, airflow_db, tmp_path, monkeypatch
+) -> None:
+    """``audio_features`` through Airflow on the audio world (every track has a clip), with
+    a genre champion so ``score_genres`` scores: the first run decodes the whole catalogue
+    afresh, the second decodes nothing and leaves every row as it was."""
+    import shutil
+    from dataclasses import replace
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from ml_tasks import genre, validation
+    from test_audio import copy_world, drop_db, shared_audio_world
+
+    audio_world = shared_audio_world(request, pg_admin, template_db, tmp_path_factory)
+    dsn = copy_world(pg_admin, audio_world)
+    try:
+        artifacts = tmp_path / "artifacts"
+        shutil.copytree(audio_world.artifacts, artifacts)
+        day = audio_world.last_day
+        gbm_only = replace(genre.GenreConfig(), cnn=genre.CnnConfig(enabled=False))
+        trained = genre.train_genre(
+            day, run_id="idem-genre", dsn=dsn, artifacts=artifacts, config=gbm_only
+        )
+        assert trained["status"] == "champion", trained["gate"]
+        validation.validate_day(day, run_id="idem-validate", dsn=dsn)  # the sensor's gate
+        with warehouse.connect(dsn) as conn:  # forget the world's extraction
+            conn.execute("TRUNCATE features.track_audio, quarantine.audio_rejects")
+        monkeypatch.setenv("WAREHOUSE_DSN", dsn)
+        monkeypatch.setenv("ENCORE_LANDING_ROOT", str(audio_world.landing))
+        monkeypatch.setenv("ENCORE_ARTIFACTS", str(artifacts))
+        dag = DagBag(dag_folder=str(DAGS)).get_dag("audio_features")
+        logical = pendulum.datetime(day.year, day.month, day.day, tz="UTC") + timedelta(days=1)
+        snapshots, untouched = [], []
+        for _ in range(2):
+            run = dag.test(logical_date=logical)
+            states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+            assert str(run.state) == "success", states
+            assert states["score_genres"] == "success", states
+            snapshots.append(snapshot(dsn, AUDIO_WRITES, day))
+            with warehouse.connect(dsn) as conn:  # lineage included: rows not rewritten
+                untouched.append(warehouse.table_checksum(conn, "features.track_audio", ()))
+        first, second = snapshots
+        assert first["features.track_audio"][0] > 0 and first["scores.track_genres"][0] > 0
+        differing = sorted(t for t in first if first[t] != second[t])
+        record(
+            "idempotency",
+            "audio_features",
+            {
+                "dag": "audio_features",
+                "day": day.isoformat(),
+                "runs": 2,
+                "tables": len(first),
+                "rows": sum(count for count, _ in second.values()),
+                "held": not differing and untouched[0] == untouched[1],
+            },
+        )
+        assert not differing, f"audio_features: a second run changed {differing}"
+        assert untouched[0] == untouched[1], "the second run re-extracted unchanged clips"
+    finally:
+        drop_db(pg_admin, dsn)
