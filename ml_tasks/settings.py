@@ -17,6 +17,10 @@ Environment variables:
     ``local`` (default), ``ci``, ``staging`` or ``prod``: selects defaults, never code paths.
 ``ENCORE_HOME``
     Project root (holds ``sql/`` and ``var/``). Default: the checkout this package lives in.
+``ENCORE_CONFIG_DIR``
+    The versioned YAML configuration (models, gates, interventions, monitoring).
+    Default ``$ENCORE_HOME/config``: point it at a copy to change a setting without
+    touching the checkout.
 ``ENCORE_INGEST_CHUNK_ROWS``
     Rows per batch while ingesting (bounds memory). Default 100000.
 ``ENCORE_QUARANTINE_TOLERANCE``
@@ -50,6 +54,7 @@ class Settings:
     ingest_chunk_rows: int
     quarantine_tolerance: float
     score_chunk_users: int = 100_000
+    config_dir_override: Path | None = None
 
     @property
     def var_dir(self) -> Path:
@@ -70,8 +75,9 @@ class Settings:
 
     @property
     def config_dir(self) -> Path:
-        """Versioned YAML configuration (models, gates, interventions): ``config/``."""
-        return self.home / "config"
+        """Versioned YAML configuration (models, gates, interventions): ``config/``, or
+        ``ENCORE_CONFIG_DIR``."""
+        return self.config_dir_override or self.home / "config"
 
     @property
     def uses_embedded_warehouse(self) -> bool:
@@ -113,6 +119,9 @@ def get_settings() -> Settings:
     var = home / "var"
     landing = Path(os.environ.get("ENCORE_LANDING_ROOT") or var / "landing")
     artifacts = Path(os.environ.get("ENCORE_ARTIFACTS") or var / "artifacts")
+    config_dir = os.environ.get("ENCORE_CONFIG_DIR") or None
+    if config_dir is not None and not Path(config_dir).is_dir():
+        raise SettingsError(f"ENCORE_CONFIG_DIR {config_dir!r} is not a directory")
     return Settings(
         home=home,
         warehouse_dsn=os.environ.get("WAREHOUSE_DSN") or None,
@@ -122,4 +131,5 @@ def get_settings() -> Settings:
         ingest_chunk_rows=_int_env("ENCORE_INGEST_CHUNK_ROWS", 100_000, minimum=1000),
         quarantine_tolerance=_float_env("ENCORE_QUARANTINE_TOLERANCE", 0.05, 0.0, 1.0),
         score_chunk_users=_int_env("ENCORE_SCORE_CHUNK_USERS", 100_000, minimum=100),
+        config_dir_override=Path(config_dir).resolve() if config_dir else None,
     )

@@ -95,23 +95,57 @@ def drop(pg_admin: str, name: str) -> None:
         )
 
 
+#: Small models and a short window: the 56-day world can only know 7-day labels.
+SMALL_CHURN = {
+    "window": {
+        "split_horizon": 7,
+        "holdout_days": 5,
+        "calibration_days": 5,
+        "lookback_days": 20,
+        "stride_days": 1,
+        "min_history_days": 5,
+    },
+    "gbm": {"n_estimators": 60},
+    "gate": {"horizon": 7, "require_validated_features": False},
+    "calibration": {"min_rows": 100, "min_positives": 10},
+}
+#: Popularity for the same world: LightGBM alone, small.
+SMALL_POPULARITY = {
+    "families": ["lightgbm"],
+    "blend": False,
+    "lightgbm": {"n_estimators": 60},
+    "gate": {"require_validated_features": False},
+}
+
+
 def small_churn_config(**gate):
-    """Small models and a short window: the 56-day world can only know 7-day labels."""
+    """:data:`SMALL_CHURN` over the shipped configuration (``gate`` overrides added)."""
     from ml_tasks.churn import ChurnConfig
 
-    return ChurnConfig.load().with_overrides(
-        window={
-            "split_horizon": 7,
-            "holdout_days": 5,
-            "calibration_days": 5,
-            "lookback_days": 20,
-            "stride_days": 1,
-            "min_history_days": 5,
-        },
-        gbm={"n_estimators": 60},
-        gate={"horizon": 7, "require_validated_features": False, **gate},
-        calibration={"min_rows": 100, "min_positives": 10},
-    )
+    sections = {**SMALL_CHURN, "gate": {**SMALL_CHURN["gate"], **gate}}
+    return ChurnConfig.load().with_overrides(**sections)
+
+
+def small_config_dir(dest: Path) -> Path:
+    """A copy of ``config/`` with :data:`SMALL_CHURN` and :data:`SMALL_POPULARITY` written
+    in, for runs that read their configuration themselves (``ENCORE_CONFIG_DIR``)."""
+    import shutil
+
+    import yaml
+
+    from ml_tasks.settings import get_settings
+
+    shutil.copytree(get_settings().config_dir, dest)
+    for name, overrides in (("churn.yaml", SMALL_CHURN), ("popularity.yaml", SMALL_POPULARITY)):
+        path = dest / name
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for key, value in overrides.items():
+            if isinstance(value, dict):
+                doc[key] = {**doc.get(key, {}), **value}
+            else:
+                doc[key] = value
+        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return dest
 
 
 def scored_copy(pg_admin: str, world: ChurnWorld, artifacts: Path) -> dict:

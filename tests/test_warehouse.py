@@ -138,3 +138,24 @@ def test_read_numbers_decodes_binary_copy_and_refuses_nulls(warehouse_dsn: str) 
             warehouse.read_numbers(conn, sql.SQL("SELECT NULL::float8 AS a, 1::float8 AS b"))
         with pytest.raises(TypeError, match=r"\['a'\]"):
             warehouse.read_numbers(conn, sql.SQL("SELECT 1::int4 AS a"))
+
+
+def test_config_dir_comes_from_the_environment(tmp_path, monkeypatch) -> None:
+    from ml_tasks.churn import ChurnConfig
+    from ml_tasks.settings import SettingsError
+
+    monkeypatch.delenv("ENCORE_CONFIG_DIR", raising=False)
+    shipped = get_settings().config_dir
+    assert shipped == get_settings().home / "config"
+    copy = tmp_path / "config"
+    shutil.copytree(shipped, copy)
+    text = (copy / "churn.yaml").read_text(encoding="utf-8")
+    (copy / "churn.yaml").write_text(text.replace("stride_days:", "stride_days: 3 #"))
+    monkeypatch.setenv("ENCORE_CONFIG_DIR", str(copy))
+    assert get_settings().config_dir == copy.resolve()
+    assert ChurnConfig.load().window.stride_days == 3 != ChurnConfig.load(
+        shipped / "churn.yaml"
+    ).window.stride_days
+    monkeypatch.setenv("ENCORE_CONFIG_DIR", str(tmp_path / "missing"))
+    with pytest.raises(SettingsError, match="ENCORE_CONFIG_DIR"):
+        get_settings()

@@ -7,10 +7,11 @@ timestamps). The second run must leave exactly what the first left.
 
 Run logs are audit trails by design and gain one row per run: ``raw.ingest_runs``,
 ``raw.ingest_log``, ``monitoring.validation_results``, ``monitoring.feature_materializations``,
-``scores.scoring_runs``, ``ml.training_runs``. Retraining is checked one level down: the
-shipped churn configuration needs months of history this world does not have, so the
-test retrains with the world's own configuration, as ``retrain_nightly``'s tasks would:
-unchanged inputs register nothing (``ml_tasks.training_inputs``), changed ones train anew.
+``scores.scoring_runs``, ``ml.training_runs``. ``audio_features`` runs on the audio world
+(every track has a clip) instead. ``retrain_nightly`` runs with the world's own model
+configuration through ``ENCORE_CONFIG_DIR`` (the shipped one needs months of history this
+world does not have): unchanged inputs register nothing (``ml_tasks.training_inputs``);
+the function-level test shows changed ones train anew.
 """
 
 from __future__ import annotations
@@ -226,3 +227,52 @@ def test_audio_features_run_twice_for_a_day_leaves_the_same_data(
         assert untouched[0] == untouched[1], "the second run re-extracted unchanged clips"
     finally:
         drop_db(pg_admin, dsn)
+
+
+@pytest.mark.full
+def test_retrain_nightly_run_twice_registers_nothing_new(world, tmp_path, monkeypatch) -> None:
+    """``retrain_nightly`` through Airflow, its configuration the world's own (the shipped
+    one needs months of history) through ``ENCORE_CONFIG_DIR``: the first run retrains,
+    the second finds every input unchanged and leaves the registry as it was."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from churn_world import small_config_dir
+    from ml_tasks.feature_validation import validate_features
+
+    dsn, day = world["dsn"], world["day"]
+    monkeypatch.setenv("WAREHOUSE_DSN", dsn)
+    monkeypatch.setenv("ENCORE_LANDING_ROOT", str(world["landing"]))
+    monkeypatch.setenv("ENCORE_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("ENCORE_CONFIG_DIR", str(small_config_dir(tmp_path / "config")))
+    # a feature day validated again is a new input, whatever ran before: the first run trains
+    validate_features(day - timedelta(days=9), run_id="revalidate-dag", dsn=dsn)
+    before = snapshot(dsn, REGISTRY, day)
+    dag = DagBag(dag_folder=str(DAGS)).get_dag("retrain_nightly")
+    logical = pendulum.datetime(day.year, day.month, day.day, tz="UTC") + timedelta(days=1)
+    snapshots, states = [], []
+    for _ in range(2):
+        run = dag.test(logical_date=logical)
+        states.append({ti.task_id: str(ti.state) for ti in run.get_task_instances()})
+        assert str(run.state) == "success", states[-1]
+        snapshots.append(snapshot(dsn, REGISTRY, day))
+    assert states[0]["train_churn"] == "success", states[0]
+    first, second = snapshots
+    assert first["ml.model_registry"][0] > before["ml.model_registry"][0], "nothing retrained"
+    record(
+        "idempotency",
+        "retrain_nightly",
+        {
+            "case": "retrain_nightly: "
+            + ", ".join(
+                f"{t} {s}" for t, s in sorted(states[0].items()) if t != "wait_for_features"
+            ),
+            "dag": "retrain_nightly",
+            "day": day.isoformat(),
+            "runs": 2,
+            "tables": len(first),
+            "rows": sum(count for count, _ in second.values()),
+            "held": first == second,
+            "tasks": states[1],
+        },
+    )
+    assert first == second, f"retrain_nightly: a second run changed the registry {states}"
