@@ -88,6 +88,10 @@ def connection_params(dsn: str) -> dict[str, Any]:
     }
 
 
+#: Registry sessions: the warehouse's session options (UTC, JIT off), in Feast's schema.
+_REGISTRY_OPTIONS = f"{warehouse.SESSION_OPTIONS} -c search_path={REGISTRY_SCHEMA}"
+
+
 def registry_url(dsn: str) -> str:
     """The SQLAlchemy URL of Feast's SQL registry (the warehouse itself)."""
     return warehouse.sqlalchemy_url(dsn, driver="psycopg")
@@ -111,7 +115,7 @@ def build_config(dsn: str, *, online_write_batch_size: int | None = None) -> Rep
             "sqlalchemy_config_kwargs": {
                 "echo": False,
                 "pool_pre_ping": True,
-                "connect_args": {"options": f"-c TimeZone=UTC -c search_path={REGISTRY_SCHEMA}"},
+                "connect_args": {"options": _REGISTRY_OPTIONS},
             },
         },
         offline_store={
@@ -150,7 +154,7 @@ def feature_store_yaml(dsn: str) -> str:
             "path": url,
             "cache_ttl_seconds": REGISTRY_CACHE_TTL_SECONDS,
             "sqlalchemy_config_kwargs": {
-                "connect_args": {"options": f"-c TimeZone=UTC -c search_path={REGISTRY_SCHEMA}"}
+                "connect_args": {"options": _REGISTRY_OPTIONS}
             },
         },
         "offline_store": {
