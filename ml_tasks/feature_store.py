@@ -153,9 +153,7 @@ def feature_store_yaml(dsn: str) -> str:
             "registry_type": "sql",
             "path": url,
             "cache_ttl_seconds": REGISTRY_CACHE_TTL_SECONDS,
-            "sqlalchemy_config_kwargs": {
-                "connect_args": {"options": _REGISTRY_OPTIONS}
-            },
+            "sqlalchemy_config_kwargs": {"connect_args": {"options": _REGISTRY_OPTIONS}},
         },
         "offline_store": {
             "type": "postgres",

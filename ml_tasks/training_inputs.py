@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from collections.abc import Callable
 from datetime import date, datetime
 
 from ml_tasks import registry, warehouse
@@ -101,3 +103,41 @@ def remember(dsn: str, family: str, version: str, inputs: str) -> None:
             " %s::text) WHERE model_name = %s AND version = %s",
             (METRICS_KEY, inputs, family, version),
         )
+
+
+def train_unless_unchanged(
+    dsn: str,
+    family: str,
+    day: date,
+    config: object,
+    train: Callable[[], dict],
+    *,
+    run_id: str,
+    started: float,
+    started_at: datetime,
+) -> dict:
+    """The trainers' shared run: reuse the model trained on the same inputs, else record
+    the run as running, call ``train`` (it registers a model and returns its summary) and
+    note its inputs; a failure is recorded on the run with its error, then raised."""
+    inputs = fingerprint(dsn, family, day, config)
+    reused = reuse(dsn, family, inputs, run_id=run_id, day=day, started_at=started_at)
+    if reused is not None:
+        return reused
+    registry.record_training_run(dsn, family, run_id, day, started_at, status="running")
+    try:
+        result = train()
+        remember(dsn, family, result["version"], inputs)
+        return result
+    except Exception as exc:
+        registry.record_training_run(
+            dsn,
+            family,
+            run_id,
+            day,
+            started_at,
+            status="failed",
+            finished_at=datetime.now(started_at.tzinfo),
+            error=f"{type(exc).__name__}: {exc}",
+            seconds=time.perf_counter() - started,
+        )
+        raise

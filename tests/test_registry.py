@@ -91,3 +91,25 @@ def test_a_candidate_whose_artifact_changed_is_not_promoted(
     bad.artifact_path.unlink()
     with pytest.raises(registry.ArtifactIntegrityError, match="missing"):
         registry.promote("toy", "b", run_id="r2", dsn=warehouse_dsn)
+
+
+def test_a_failed_training_run_is_recorded_with_its_error_and_retried(empty_db, tmp_path):
+    """The trainers' shared run (training_inputs.train_unless_unchanged): a run that raises
+    is marked failed with the error; nothing was registered, so the next run tries again."""
+    from ml_tasks import genre
+
+    warehouse.ensure_migrated(empty_db)
+    day = date(2026, 5, 1)
+    for run_id in ("genre-1", "genre-2"):
+        with pytest.raises(genre.NotEnoughData, match="labelled tracks"):
+            genre.train_genre(day, run_id=run_id, dsn=empty_db, artifacts=tmp_path)
+    with warehouse.connect(empty_db) as conn:
+        runs = conn.execute(
+            "SELECT run_id, model_name, status, error, version FROM ml.training_runs"
+            " ORDER BY run_id"
+        ).fetchall()
+    assert [(r[0], r[1], r[2], r[4]) for r in runs] == [
+        ("genre-1", "genre", "failed", None),
+        ("genre-2", "genre", "failed", None),
+    ]
+    assert all(r[3].startswith("NotEnoughData: 0 labelled tracks") for r in runs), runs

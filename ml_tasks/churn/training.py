@@ -353,29 +353,16 @@ def train_churn(
     started_at = datetime.now(UTC)
     cfg = config or ChurnConfig.load()
     target = warehouse.ensure_migrated(dsn)
-    inputs = training_inputs.fingerprint(target, MODEL_NAME, day, cfg)
-    reused = training_inputs.reuse(
-        target, MODEL_NAME, inputs, run_id=run_id, day=day, started_at=started_at
+    return training_inputs.train_unless_unchanged(
+        target,
+        MODEL_NAME,
+        day,
+        cfg,
+        lambda: _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at),
+        run_id=run_id,
+        started=started,
+        started_at=started_at,
     )
-    if reused is not None:
-        return reused
-    _record_run(target, run_id, day, started_at, status="running")
-    try:
-        result = _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
-        training_inputs.remember(target, MODEL_NAME, result["version"], inputs)
-        return result
-    except Exception as exc:
-        _record_run(
-            target,
-            run_id,
-            day,
-            started_at,
-            status="failed",
-            finished_at=datetime.now(UTC),
-            error=f"{type(exc).__name__}: {exc}",
-            seconds=time.perf_counter() - started,
-        )
-        raise
 
 
 def load_dataset(day: date, splits: Splits, cfg: ChurnConfig, dsn: str) -> pd.DataFrame:
