@@ -153,9 +153,11 @@ def test_config_dir_comes_from_the_environment(tmp_path, monkeypatch) -> None:
     (copy / "churn.yaml").write_text(text.replace("stride_days:", "stride_days: 3 #"))
     monkeypatch.setenv("ENCORE_CONFIG_DIR", str(copy))
     assert get_settings().config_dir == copy.resolve()
-    assert ChurnConfig.load().window.stride_days == 3 != ChurnConfig.load(
-        shipped / "churn.yaml"
-    ).window.stride_days
+    assert (
+        ChurnConfig.load().window.stride_days
+        == 3
+        != ChurnConfig.load(shipped / "churn.yaml").window.stride_days
+    )
     monkeypatch.setenv("ENCORE_CONFIG_DIR", str(tmp_path / "missing"))
     with pytest.raises(SettingsError, match="ENCORE_CONFIG_DIR"):
         get_settings()
