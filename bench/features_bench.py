@@ -18,7 +18,6 @@ Usage: ``make bench`` or ``python bench/features_bench.py [--users N] [--days D]
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import sys
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ingest_bench import Database, _admin_dsn
 
-from ml_tasks import features, warehouse
+from ml_tasks import benchmark, features, warehouse
 
 START = date(2026, 10, 1)
 log = logging.getLogger("features_bench")
@@ -72,30 +71,8 @@ def build_world(dsn: str, landing: Path, users: int, days: int) -> None:
 def copy_floor(dsn: str, table: str, day: date) -> float:
     """Seconds to COPY the day's rows of ``table`` (binary, from memory) into an empty copy."""
     partition = warehouse.partition_name(table, day)
-    buffer = io.BytesIO()
-    with warehouse.connect(dsn) as conn:
-        with conn.cursor().copy(
-            sql.SQL("COPY {} TO STDOUT (FORMAT binary)").format(warehouse.qualified(partition))
-        ) as copy:
-            for chunk in copy:
-                buffer.write(chunk)
-        conn.execute("DROP TABLE IF EXISTS public.copy_floor")
-        conn.execute(
-            sql.SQL("CREATE TABLE public.copy_floor (LIKE {})").format(
-                warehouse.qualified(partition)
-            )
-        )
-        conn.commit()
-        data = buffer.getvalue()
-        started = time.perf_counter()
-        with conn.cursor().copy("COPY public.copy_floor FROM STDIN (FORMAT binary)") as copy:
-            for i in range(0, len(data), 1 << 20):
-                copy.write(data[i : i + (1 << 20)])
-        conn.commit()
-        seconds = time.perf_counter() - started
-        conn.execute("DROP TABLE public.copy_floor")
-        conn.commit()
-    return seconds
+    rows = sql.SQL("SELECT * FROM {}").format(warehouse.qualified(partition))
+    return benchmark.copy_in_floor(dsn, [(rows, partition)])["seconds"]
 
 
 def measure_build(dsn: str, day: date) -> list[dict]:

@@ -30,7 +30,6 @@ figures as indicative (a few runs differ by 10-20 %).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import os
@@ -48,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ingest_bench import Database, _admin_dsn
 
-from ml_tasks import registry, scoring, warehouse
+from ml_tasks import benchmark, registry, scoring, warehouse
 
 ROOT = Path(__file__).resolve().parent.parent
 START = date(2026, 1, 5)
@@ -271,14 +270,6 @@ def score_in_subprocess(
 # --------------------------------------------------------------------------- floor
 
 
-def _copy_out(conn, query: sql.Composable) -> bytes:
-    buffer = io.BytesIO()
-    with conn.cursor() as cur, cur.copy(query) as copy:
-        for block in copy:
-            buffer.write(block)
-    return buffer.getvalue()
-
-
 def scorer_columns(dsn: str, day: date) -> list[str]:
     """The feature columns ``score_churn`` reads for ``day`` (context + the model's inputs)."""
     record = registry.champion(scoring.CHURN_MODEL, scoring.day_end(day), dsn=dsn)
@@ -295,42 +286,23 @@ def measure_floor(dsn: str, day: date) -> dict:
         warehouse.qualified(partition),
     )
     out: dict = {}
+    read = benchmark.copy_out_floor(dsn, [select])
+    out["read_binary_seconds"], out["read_binary_mb"] = read["seconds"], read["mb"]
     with warehouse.connect(dsn) as conn:
-        t0 = time.perf_counter()
-        data = _copy_out(conn, sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(select))
-        out["read_binary_seconds"] = time.perf_counter() - t0
-        out["read_binary_mb"] = len(data) / 2**20
-        del data
         t0 = time.perf_counter()
         table = warehouse.read_arrow(conn, select)
         out["read_arrow_seconds"] = time.perf_counter() - t0
         out["feature_rows"] = table.num_rows
         del table
-        conn.commit()
-        for parent in (scoring.CHURN_TABLE, scoring.INTERVENTIONS_TABLE):
-            source = warehouse.qualified(warehouse.partition_name(parent, day))
-            data = _copy_out(conn, sql.SQL("COPY {} TO STDOUT (FORMAT binary)").format(source))
-            conn.execute("DROP TABLE IF EXISTS public.scoring_floor")
-            conn.execute(
-                sql.SQL("CREATE TABLE public.scoring_floor (LIKE {} INCLUDING DEFAULTS)").format(
-                    warehouse.qualified(parent)
-                )
-            )
-            conn.commit()
-            t0 = time.perf_counter()
-            with conn.cursor() as cur:
-                with cur.copy("COPY public.scoring_floor FROM STDIN (FORMAT binary)") as copy:
-                    for start in range(0, len(data), 8 << 20):
-                        copy.write(data[start : start + (8 << 20)])
-                rows = cur.rowcount
-            conn.commit()
-            key = parent.split(".")[1]
-            out[f"write_{key}_seconds"] = time.perf_counter() - t0
-            out[f"write_{key}_rows"] = rows
-            out[f"write_{key}_mb"] = len(data) / 2**20
-            conn.execute("DROP TABLE public.scoring_floor")
-            conn.commit()
-            del data
+    for parent in (scoring.CHURN_TABLE, scoring.INTERVENTIONS_TABLE):
+        rows = sql.SQL("SELECT * FROM {}").format(
+            warehouse.qualified(warehouse.partition_name(parent, day))
+        )
+        written = benchmark.copy_in_floor(dsn, [(rows, parent)])
+        key = parent.split(".")[1]
+        out[f"write_{key}_seconds"] = written["seconds"]
+        out[f"write_{key}_rows"] = written["rows"]
+        out[f"write_{key}_mb"] = written["mb"]
     out["read_seconds"] = min(out["read_binary_seconds"], out["read_arrow_seconds"])
     out["seconds"] = (
         out["read_seconds"] + out["write_churn_seconds"] + out["write_interventions_seconds"]

@@ -2094,6 +2094,11 @@ def training_note(days: int, profile: str) -> str:
     )
 
 
+def plot_path_for(out: Path) -> Path:
+    """The plot written beside report ``out``: ``performance.md`` -> ``performance_stages.png``."""
+    return Path(out).with_name(f"{Path(out).stem}_stages.png")
+
+
 def write_report(
     runs: list[NightRun], out: Path, *, plot_path: Path | None = None, command: str = ""
 ) -> Path:
@@ -2102,7 +2107,7 @@ def write_report(
         raise ValueError("no nights to report")
     runs = sorted(runs, key=lambda r: r.users)
     out = Path(out)
-    plot_path = Path(plot_path or out.with_name("performance_stages.png"))
+    plot_path = Path(plot_path or plot_path_for(out))
     plot(runs, plot_path)
     sizes = _sizes(runs)
     info = machine()

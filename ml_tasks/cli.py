@@ -316,10 +316,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     command = (
         f"encore bench --sizes {','.join(str(r.users) for r in runs)} --days {runs[0].days}"
         + (f" --tracks {args.tracks}" if args.tracks else "")
+        + (f" --training {args.training}" if args.training != "auto" else "")
+        + (f" --out {args.out}" if args.out != "docs/performance.md" else "")
     )
     out = benchmark.write_report(runs, Path(args.out), command=command)
     saved = "" if args.from_json else f"; figures in {json_path}"
-    print(f"wrote {out} and {out.with_name('performance_stages.png')}{saved}")
+    print(f"wrote {out} and {benchmark.plot_path_for(out)}{saved}")
 
 
 def cmd_warehouse(args: argparse.Namespace) -> None:
