@@ -224,6 +224,15 @@ def landing_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+@pytest.fixture
+def browser() -> Iterator:
+    """Headless Chromium (see ``browser_session``)."""
+    from browser_session import chromium
+
+    with chromium() as driver:
+        yield driver
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """Airflow's metadata DB (SQLite), migrated once per test run."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from browser_session import WAIT, log_in, wait_for_text
 from ml_tasks import warehouse
 from test_ui_plugin import populate
 
@@ -45,22 +45,6 @@ DAG_IDS = (
     "score_daily",
     "monitor_daily",
 )
-#: Seconds to wait for one thing (the api-server to answer, a page to show its content).
-WAIT = 60
-
-
-def _browser_binaries() -> tuple[str, str]:
-    """Chromium and chromedriver on PATH, or fail saying how to install them."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.fail(
-            "the browser test needs Chromium and chromedriver on PATH (found chromium="
-            f"{chromium}, chromedriver={driver}): run `make browser-deps`, which installs the "
-            "Debian packages chromium and chromium-driver with apt-get, or install them by hand",
-            pytrace=False,
-        )
-    return chromium, driver
 
 
 def _free_port() -> int:
@@ -183,51 +167,6 @@ def _wait_healthy(base: str, server: subprocess.Popen, server_log: Path) -> None
     pytest.fail(f"api-server did not answer within {WAIT} s:\n{_tail(server_log)}")
 
 
-@pytest.fixture
-def browser() -> Iterator:
-    """Headless Chromium driven by the system chromedriver."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, driver_path = _browser_binaries()
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",  # root in CI
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1400,1000",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
-    driver.set_page_load_timeout(WAIT)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def _body_text(driver) -> str:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.TAG_NAME, "body").text
-
-
-def _wait_for_text(driver, wanted: list[str], what: str) -> str:
-    """Wait until the page's visible text shows every string of ``wanted``; return the text."""
-    from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    try:
-        WebDriverWait(driver, WAIT).until(lambda d: all(w in _body_text(d) for w in wanted))
-    except TimeoutException:
-        text = _body_text(driver)
-        missing = [w for w in wanted if w not in text]
-        pytest.fail(f"{what} ({driver.current_url}) never showed {missing}; it shows:\n{text}")
-    return _body_text(driver)
-
-
 def test_a_person_logs_in_and_sees_the_dags_and_the_encore_page(api_server: str, browser) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -238,18 +177,11 @@ def test_a_person_logs_in_and_sees_the_dags_and_the_encore_page(api_server: str,
     expected_dags = sorted(set(DAG_IDS) | {p.stem for p in (ROOT / "dags").glob("[!_]*.py")})
 
     # the UI sends a visitor without a session to the login form
-    browser.get(f"{api_server}/")
-    wait.until(ec.visibility_of_element_located((By.NAME, "username")))
-    assert "/auth/login" in browser.current_url
-    browser.find_element(By.NAME, "username").send_keys(USER)
-    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
-    browser.save_screenshot(str(SCREENSHOTS / "01-login.png"))
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait.until(lambda d: "/auth/login" not in d.current_url)
+    log_in(browser, api_server, USER, PASSWORD, screenshot=SCREENSHOTS / "01-login.png")
 
     # the DAG list shows every Encore DAG, and the nav bar has the Encore entry
     browser.get(f"{api_server}/dags")
-    text = _wait_for_text(browser, expected_dags, "the DAG list")
+    text = wait_for_text(browser, expected_dags, "the DAG list")
     assert f"{len(expected_dags)} Dags" in text
     assert "Encore" in text  # the plugin's nav entry
     browser.save_screenshot(str(SCREENSHOTS / "02-dag-list.png"))
@@ -259,7 +191,7 @@ def test_a_person_logs_in_and_sees_the_dags_and_the_encore_page(api_server: str,
     frame = wait.until(ec.presence_of_element_located((By.TAG_NAME, "iframe")))
     assert frame.get_attribute("src").rstrip("/").endswith("/encore")
     browser.switch_to.frame(frame)
-    page = _wait_for_text(browser, ["Models (ml.model_registry)", "Latest runs"], "the Encore page")
+    page = wait_for_text(browser, ["Models (ml.model_registry)", "Latest runs"], "the Encore page")
     families = [h.text for h in browser.find_elements(By.CSS_SELECTOR, ".family h3")]
     assert families == ["churn", "genre", "popularity"]
     assert "Champion 20261101-champ" in page

@@ -13,7 +13,9 @@ last day scored in one process), so nothing here disturbs the other tests' world
   with equal ones (lineage columns aside).
 - ``ingest_daily`` is backfilled from the CLI (``airflow backfill create``), then over the
   same days again from the REST API (``POST /api/v2/backfills``, reprocessing the completed
-  runs): both complete, every day is ingested again, and the warehouse does not change.
+  runs), then again from the UI (headless Chromium: Trigger, Backfill, the date range, "All
+  Runs", Run Backfill): each completes, every day is ingested again, and the warehouse does
+  not change.
 
 The scheduler runs with ``[scheduler] use_job_schedule = False`` so that no cron run of
 "yesterday" competes with the runs under test; manual runs and backfills are scheduled as
@@ -43,6 +45,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from browser_session import WAIT
 from ml_tasks import scoring, warehouse
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -573,3 +576,102 @@ def test_backfills_from_the_cli_and_the_rest_api_complete_and_change_nothing(
         ).fetchall()
     assert sorted(d for (d,) in reingested) == days, "the second backfill ingested every day again"
     assert raw_checksums(dsn, days) == before, "backfilling the same days again changed nothing"
+
+
+def _click(driver, tag: str, text: str, *, prefix: bool = False) -> None:
+    """Click the first ``tag`` element whose visible text is ``text`` (or starts with it)."""
+    from selenium.webdriver.common.by import By
+
+    for element in driver.find_elements(By.TAG_NAME, tag):
+        shown = element.text.strip()
+        if shown == text or (prefix and shown.startswith(text)):
+            element.click()
+            return
+    pytest.fail(f"no <{tag}> showing {text!r} on {driver.current_url}")
+
+
+def _pick_datetime(driver, field: int, day: date, time_text: str) -> str:
+    """Type a day and a time into the backfill form's ``field``-th date-time picker (0: From,
+    1: To) and close it; return what the field then shows."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def visible(placeholder: str):
+        found = [
+            e
+            for e in driver.find_elements(By.CSS_SELECTOR, f"input[placeholder='{placeholder}']")
+            if e.is_displayed()
+        ]
+        return found[0] if found else False
+
+    driver.find_elements(By.CSS_SELECTOR, "[data-testid=datetime-input]")[field].click()
+    WebDriverWait(driver, WAIT).until(lambda d: visible("YYYY/MM/DD"))
+    visible("YYYY/MM/DD").send_keys(f"{day:%Y/%m/%d}")
+    when = visible("HH:mm")
+    when.send_keys(Keys.CONTROL, "a")
+    when.send_keys(time_text)
+    when.send_keys(Keys.ESCAPE)
+    WebDriverWait(driver, WAIT).until(lambda d: not visible("YYYY/MM/DD"))
+    return driver.find_elements(By.CSS_SELECTOR, "[data-testid=datetime-input]")[field].text
+
+
+@pytest.mark.full
+def test_a_backfill_started_from_the_ui_completes_and_changes_nothing(
+    cluster: Cluster, browser
+) -> None:
+    """A person opens ``ingest_daily`` in the Airflow UI, picks Trigger, Backfill, the date
+    range and "All Runs", and runs it: the scheduler and the Celery workers run every day of
+    it, each day is ingested again, and the warehouse does not change."""
+    from browser_session import log_in, wait_for_text
+
+    dsn = cluster.warehouse_dsn
+    days = [cluster.day - timedelta(days=n) for n in (3, 2, 1)]
+    before = raw_checksums(dsn, days)
+    known = {
+        b["id"]
+        for b in cluster.request("GET", "/api/v2/backfills", dag_id="ingest_daily")["backfills"]
+    }
+    with warehouse.connect(dsn) as conn:
+        clicked_at = conn.execute("SELECT now()").fetchone()[0]
+    shots = ROOT / "var" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+
+    log_in(browser, cluster.base_url, "admin", cluster.password)
+    browser.get(f"{cluster.base_url}/dags/ingest_daily")
+    wait_for_text(browser, ["ingest_daily", "Trigger"], "the DAG page")
+    _click(browser, "button", "Trigger")
+    wait_for_text(browser, ["Run this Dag for a range of dates"], "the trigger form")
+    _click(browser, "label", "Backfill", prefix=True)
+    wait_for_text(browser, ["Date Range", "Reprocess Behavior"], "the backfill form")
+    shown_from = _pick_datetime(browser, 0, days[0], "00:00")
+    shown_to = _pick_datetime(browser, 1, days[-1], "00:00")
+    assert shown_from.startswith(f"{days[0]:%b} {days[0].day}, {days[0].year}"), shown_from
+    assert shown_to.startswith(f"{days[-1]:%b} {days[-1].day}, {days[-1].year}"), shown_to
+    _click(browser, "label", "All Runs")
+    # the form's dry run: one run per day of the range
+    wait_for_text(browser, [f"{len(days)} runs will be triggered."], "the backfill form")
+    browser.save_screenshot(str(shots / "04-backfill-form.png"))
+    _click(browser, "button", "Run Backfill")
+    wait_for_text(browser, ["Backfill generated"], "the DAG page after Run Backfill")
+    browser.save_screenshot(str(shots / "05-backfill-started.png"))
+
+    created = [
+        b
+        for b in cluster.request("GET", "/api/v2/backfills", dag_id="ingest_daily")["backfills"]
+        if b["id"] not in known
+    ]
+    assert len(created) == 1, created
+    assert created[0]["reprocess_behavior"] == "completed"
+    assert created[0]["from_date"][:10] == days[0].isoformat()
+    cluster.wait_for_backfill(created[0]["id"])
+    runs = {run_day_of(r): r for r in cluster.runs("ingest_daily") if r["run_type"] == "backfill"}
+    assert sorted(runs) == days
+    assert {r["state"] for r in runs.values()} == {"success"}, cluster.diagnose("ingest_daily")
+    with warehouse.connect(dsn) as conn:
+        reingested = conn.execute(
+            "SELECT DISTINCT dt FROM raw.ingest_runs WHERE dt = ANY(%s) AND finished_at > %s",
+            (days, clicked_at),
+        ).fetchall()
+    assert sorted(d for (d,) in reingested) == days, "the UI's backfill ingested every day again"
+    assert raw_checksums(dsn, days) == before, "a backfill from the UI changed nothing"
