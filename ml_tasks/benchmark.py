@@ -2165,21 +2165,34 @@ def write_report(
         "",
     ]
     chain, retrain, how = _chain_at(runs, CHAIN_TARGET_USERS)
+    at_target = next((r for r in runs if r.users == CHAIN_TARGET_USERS), None)
+    if chain is None:
+        chain_line = "not measured (no 100,000-user night)."
+    elif at_target is None:
+        chain_line = f"{chain:,.0f} s ({how}): {_verdict(chain <= CHAIN_TARGET_SECONDS)}."
+    else:
+        total = chain + at_target.chain_startup_seconds
+        chain_line = (
+            f"{chain:,.0f} s of stage work ({how}, {at_target.days} simulated days),"
+            f" {total:,.0f} s with each stage's process start-up and imports:"
+            f" {_verdict(chain <= CHAIN_TARGET_SECONDS)} on the work,"
+            f" {_verdict(total <= CHAIN_TARGET_SECONDS)} with the start-ups."
+        )
+    profile = at_target.training if at_target is not None else None
+    if retrain is None:
+        retrain_line = "not measured."
+    elif profile and profile != "shipped":
+        retrain_line = (
+            f"{retrain:,.0f} s ({how}) with the `{profile}` training profile, not the shipped"
+            " windows and models: **not judged** (the shipped profile needs `--days 92`)."
+        )
+    else:
+        retrain_line = f"{retrain:,.0f} s ({how}): {_verdict(retrain <= RETRAIN_TARGET_SECONDS)}."
     lines += [
         f"- Nightly chain for {CHAIN_TARGET_USERS:,} users (retraining excluded) within"
-        f" {CHAIN_TARGET_SECONDS / 60:.0f} min: "
-        + (
-            f"{chain:,.0f} s ({how}): {_verdict(chain <= CHAIN_TARGET_SECONDS)}."
-            if chain is not None
-            else "not measured (no 100,000-user night)."
-        ),
+        f" {CHAIN_TARGET_SECONDS / 60:.0f} min: {chain_line}",
         f"- Retraining for {CHAIN_TARGET_USERS:,} users within"
-        f" {RETRAIN_TARGET_SECONDS / 60:.0f} min: "
-        + (
-            f"{retrain:,.0f} s ({how}): {_verdict(retrain <= RETRAIN_TARGET_SECONDS)}."
-            if retrain is not None
-            else "not measured."
-        ),
+        f" {RETRAIN_TARGET_SECONDS / 60:.0f} min: {retrain_line}",
     ]
     io_rows = []
     io_ok = True
