@@ -565,17 +565,25 @@ def test_backfills_from_the_cli_and_the_rest_api_complete_and_change_nothing(
             "max_active_runs": 3,
         },
     )
-    cluster.wait_for_backfill(backfill["id"])
+    assert_backfill_reran(cluster, backfill["id"], days, again_from, before)
+
+
+def assert_backfill_reran(
+    cluster: Cluster, backfill_id: int, days: list[date], since, before: dict
+) -> None:
+    """The backfill completes with one successful run per day, every day is ingested again
+    after ``since``, and the raw tables' checksums are still ``before``."""
+    cluster.wait_for_backfill(backfill_id)
     rerun = {run_day_of(r): r for r in cluster.runs("ingest_daily") if r["run_type"] == "backfill"}
     assert sorted(rerun) == days
     assert {r["state"] for r in rerun.values()} == {"success"}, cluster.diagnose("ingest_daily")
-    with warehouse.connect(dsn) as conn:
+    with warehouse.connect(cluster.warehouse_dsn) as conn:
         reingested = conn.execute(
             "SELECT DISTINCT dt FROM raw.ingest_runs WHERE dt = ANY(%s) AND finished_at > %s",
-            (days, again_from),
+            (days, since),
         ).fetchall()
-    assert sorted(d for (d,) in reingested) == days, "the second backfill ingested every day again"
-    assert raw_checksums(dsn, days) == before, "backfilling the same days again changed nothing"
+    assert sorted(d for (d,) in reingested) == days, "the backfill ingested every day again"
+    assert raw_checksums(cluster.warehouse_dsn, days) == before, "a backfill changed the data"
 
 
 def _click(driver, tag: str, text: str, *, prefix: bool = False) -> None:
@@ -664,14 +672,4 @@ def test_a_backfill_started_from_the_ui_completes_and_changes_nothing(
     assert len(created) == 1, created
     assert created[0]["reprocess_behavior"] == "completed"
     assert created[0]["from_date"][:10] == days[0].isoformat()
-    cluster.wait_for_backfill(created[0]["id"])
-    runs = {run_day_of(r): r for r in cluster.runs("ingest_daily") if r["run_type"] == "backfill"}
-    assert sorted(runs) == days
-    assert {r["state"] for r in runs.values()} == {"success"}, cluster.diagnose("ingest_daily")
-    with warehouse.connect(dsn) as conn:
-        reingested = conn.execute(
-            "SELECT DISTINCT dt FROM raw.ingest_runs WHERE dt = ANY(%s) AND finished_at > %s",
-            (days, clicked_at),
-        ).fetchall()
-    assert sorted(d for (d,) in reingested) == days, "the UI's backfill ingested every day again"
-    assert raw_checksums(dsn, days) == before, "a backfill from the UI changed nothing"
+    assert_backfill_reran(cluster, created[0]["id"], days, clicked_at, before)

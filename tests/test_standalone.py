@@ -29,19 +29,12 @@ from pathlib import Path
 import pytest
 
 from ml_tasks import warehouse
+from test_browser import DAG_IDS
 from test_celery import Cluster, _signal_group, free_port, tail
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.full]
 
 ROOT = Path(__file__).resolve().parent.parent
-DAG_IDS = (
-    "ingest_daily",
-    "features_daily",
-    "audio_features",
-    "retrain_nightly",
-    "score_daily",
-    "monitor_daily",
-)
 #: DAG -> the tasks whose success shows it did the day's work
 WORK = {
     "features_daily": "materialize",
