@@ -2053,10 +2053,12 @@ def _past_one_machine(runs: list[NightRun]) -> list[str]:
         )
         + " That is where the offline store (and the feature SQL) move to Spark or Ray,"
         " which scale with the cluster instead of one server's cores.",
-        "- **Redis online store.** Materialization is an upsert into PostgreSQL tables with"
-        " three indexes each"
+        "- **Redis online store.** Materialization rewrites every online row of the day in"
+        " PostgreSQL: one row per entity and feature, each a heap update and a primary-key"
+        " probe"
         + (f"; at 10M users it would take {mat / 60:,.0f} min" if mat is not None else "")
-        + ". Feast's Redis online store writes key-value pairs without index maintenance.",
+        + ". Feast's Redis online store writes one hash per entity, on as many Redis"
+        " shards as the cluster has.",
         "- **The floors are per server.** A stage at its floor is bounded by what one"
         " PostgreSQL COPYs per second; past that, only more servers (partitioned warehouses,"
         " or the offline store elsewhere) make the night shorter.",
