@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import pq, sql
@@ -29,7 +30,18 @@ from psycopg import pq, sql
 from ml_tasks import warehouse
 from ml_tasks.settings import get_settings
 
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Sequence
+
+    import numpy as np
+
 log = logging.getLogger(__name__)
+
+#: Distinct-key windows of ``user_daily``, in days ending on D (the last is WINDOW_DAYS).
+KEY_WINDOWS = (7, 14, 30)
+#: Key elements (tracks and artists played per user-day) read per chunk when counting
+#: distinct keys: about 40 bytes each in flight, so a chunk stays near 160 MB.
+KEY_CHUNK_ELEMENTS = 4_000_000
 
 #: Longest window any feature reads, in days (user features: 30 days ending on D).
 WINDOW_DAYS = 30
@@ -46,6 +58,9 @@ class FeatureTable:
     uses_fraud_flags: bool = False
     #: The query reads the temporary ``catalogue`` table (catalogue as of the day).
     uses_catalogue: bool = False
+    #: The query reads the temporary ``user_key_counts`` table (distinct tracks and artists
+    #: per user over the windows ending on the day).
+    uses_key_counts: bool = False
 
 
 USER_ACTIVITY = FeatureTable(
@@ -54,7 +69,9 @@ USER_ACTIVITY = FeatureTable(
 TRACK_ACTIVITY = FeatureTable(
     "features.track_activity_daily", "track_activity_daily.sql", "dt", uses_fraud_flags=True
 )
-USER_DAILY = FeatureTable("features.user_daily", "user_daily.sql", "feature_ts")
+USER_DAILY = FeatureTable(
+    "features.user_daily", "user_daily.sql", "feature_ts", uses_key_counts=True
+)
 TRACK_DAILY = FeatureTable(
     "features.track_daily", "track_daily.sql", "feature_ts", uses_catalogue=True
 )
@@ -163,6 +180,131 @@ def _make_catalogue(conn: psycopg.Connection, day: date) -> None:
     conn.execute("ANALYZE pg_temp.catalogue")
 
 
+def key_chunks(users: np.ndarray, elements: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Split sorted ``users`` (each with ``elements`` key elements) into ranges of user ids
+    ``(first, last)``, inclusive, each holding at most ``limit`` elements (or one user)."""
+    chunks: list[tuple[int, int]] = []
+    start, total = 0, 0
+    for i, n in enumerate(elements.tolist()):
+        if total and total + n > limit:
+            chunks.append((int(users[start]), int(users[i - 1])))
+            start, total = i, 0
+        total += n
+    if len(users):
+        chunks.append((int(users[start]), int(users[-1])))
+    return chunks
+
+
+def distinct_key_counts(
+    users: np.ndarray, ages: np.ndarray, keys: np.ndarray, windows: Sequence[int] = KEY_WINDOWS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, the number of distinct ``keys`` seen at an age (days before D) below each
+    of ``windows``; returns ``(user ids, counts[user, window])``, users ascending.
+
+    A key counts in a window when its most recent sighting falls in it: sort by user, key
+    and age, keep each (user, key)'s first row, and count those rows' ages per window.
+    """
+    import numpy as np
+
+    if len(users) == 0:
+        return np.empty(0, np.int64), np.empty((0, len(windows)), np.int64)
+    order = np.lexsort((ages, keys, users))
+    u, k, a = users[order], keys[order], ages[order]
+    first = np.ones(len(u), dtype=bool)
+    first[1:] = (u[1:] != u[:-1]) | (k[1:] != k[:-1])
+    u, a = u[first], a[first]
+    ids, where = np.unique(u, return_inverse=True)
+    counts = np.column_stack(
+        [np.bincount(where, weights=a < w, minlength=len(ids)) for w in windows]
+    ).astype(np.int64)
+    return ids, counts
+
+
+_KEY_COLUMNS = {"tracks": "track_keys", "artists": "artist_keys"}
+
+
+def _make_key_counts(conn: psycopg.Connection, day: date) -> None:
+    """Temporary table ``user_key_counts``: per user with any track played in the
+    :data:`WINDOW_DAYS` days ending on ``day``, the distinct tracks and artists played in
+    each of :data:`KEY_WINDOWS`.
+
+    The same numbers as ``count(*)`` over ``GROUP BY user_id, key`` of the unnested key
+    arrays, counted in numpy instead: that hash aggregate over every (user, key) pair of
+    the window spilled gigabytes to disk at 50,000 users and took most of ``user_daily``.
+    Users are read in chunks of about :data:`KEY_CHUNK_ELEMENTS` key elements (by the
+    primary key's user-id ranges), so memory does not grow with the users.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    window = {"day": day, "first": day - timedelta(days=WINDOW_DAYS - 1)}
+    sizes = warehouse.read_numbers(
+        conn,
+        sql.SQL(
+            "SELECT user_id, sum(cardinality(track_keys) + cardinality(artist_keys))::int8 AS n"
+            " FROM features.user_activity_daily"
+            " WHERE dt BETWEEN %(first)s AND %(day)s GROUP BY user_id ORDER BY user_id"
+        ),
+        window,
+        integers=("user_id", "n"),
+    )
+    conn.execute("DROP TABLE IF EXISTS pg_temp.user_key_counts")
+    conn.execute(
+        "CREATE TEMPORARY TABLE user_key_counts (user_id bigint PRIMARY KEY, "
+        + ", ".join(f"{kind}_{w} integer NOT NULL" for kind in _KEY_COLUMNS for w in KEY_WINDOWS)
+        + ") ON COMMIT DROP"
+    )
+    for first_user, last_user in key_chunks(sizes["user_id"], sizes["n"], KEY_CHUNK_ELEMENTS):
+        per_kind = []
+        for code, column in enumerate(_KEY_COLUMNS.values()):
+            per_kind.append(
+                sql.SQL(
+                    "SELECT user_id, %(day)s - dt AS age, k, {code} AS kind"
+                    " FROM features.user_activity_daily, unnest({column}) k"
+                    " WHERE dt BETWEEN %(first)s AND %(day)s"
+                    " AND user_id BETWEEN %(lo)s AND %(hi)s AND k IS NOT NULL"
+                ).format(code=sql.Literal(code), column=sql.Identifier(column))
+            )
+        query = sql.SQL(
+            "SELECT user_id, age::int8 AS age, k::int8 AS k, kind::int8 AS kind FROM ({}) q"
+        ).format(sql.SQL(" UNION ALL ").join(per_kind))
+        rows = warehouse.read_numbers(
+            conn,
+            query,
+            {**window, "lo": first_user, "hi": last_user},
+            integers=("user_id", "age", "k", "kind"),
+        )
+        columns: dict[str, np.ndarray] = {}
+        ids = None
+        for code, kind in enumerate(_KEY_COLUMNS):
+            mask = rows["kind"] == code
+            kind_ids, counts = distinct_key_counts(
+                rows["user_id"][mask], rows["age"][mask], rows["k"][mask]
+            )
+            if ids is None:  # every user with a key has a track key (artists need a track)
+                ids = kind_ids
+            else:
+                missing = np.setdiff1d(kind_ids, ids)
+                if len(missing):
+                    raise RuntimeError(
+                        f"users {missing[:5].tolist()} have artist keys but no track keys"
+                        f" in features.user_activity_daily for {window['first']}..{day}"
+                    )
+            full = np.zeros((len(ids), len(KEY_WINDOWS)), dtype=np.int64)
+            full[np.searchsorted(ids, kind_ids)] = counts
+            for j, w in enumerate(KEY_WINDOWS):
+                columns[f"{kind}_{w}"] = full[:, j]
+        del rows
+        if ids is None or len(ids) == 0:
+            continue
+        data = pa.table(
+            {"user_id": pa.array(ids, pa.int64())}
+            | {name: pa.array(values, pa.int32()) for name, values in columns.items()}
+        )
+        warehouse.copy_arrow(conn, "pg_temp.user_key_counts", data, binary=True)
+    conn.execute("ANALYZE pg_temp.user_key_counts")
+
+
 def build_table_day(
     conn: psycopg.Connection,
     table: FeatureTable,
@@ -205,6 +347,8 @@ def build_table_day(
         warehouse.create_day_stage(conn, table.name, stage, table.time_column, day)
         if table.uses_catalogue:
             _make_catalogue(conn, day)
+        if table.uses_key_counts:
+            _make_key_counts(conn, day)
         query = sql.SQL(_query_text(table.sql_file)).format(stage=warehouse.qualified(stage))
         rows = conn.execute(query, params).rowcount
         conn.execute(sql.SQL("ANALYZE {}").format(warehouse.qualified(stage)))

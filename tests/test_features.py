@@ -447,3 +447,64 @@ def test_raw_day_readiness(world, world_dsn) -> None:
     assert features.raw_day_ready(day, dsn=world_dsn) == (True, "")
     ready, why = features.raw_day_ready(day + timedelta(days=1), dsn=world_dsn)
     assert not ready and "not been ingested" in why
+
+
+def test_distinct_key_counts_by_window() -> None:
+    """A key counts in a window when its latest sighting is in it, once per user."""
+    users = np.array([7, 7, 7, 7, 3, 3, 9])
+    ages = np.array([0, 10, 20, 5, 29, 29, 13])
+    keys = np.array([1, 1, 2, 3, 1, 1, -5])
+    ids, counts = features.distinct_key_counts(users, ages, keys, windows=(7, 14, 30))
+    assert ids.tolist() == [3, 7, 9]
+    # user 3: key 1 at age 29 only; user 7: key 1 (age 0), 3 (age 5), 2 (age 20)
+    assert counts.tolist() == [[0, 0, 1], [2, 2, 3], [0, 1, 1]]
+    empty_ids, empty = features.distinct_key_counts(*(np.empty(0, np.int64),) * 3)
+    assert empty_ids.size == 0 and empty.shape == (0, len(features.KEY_WINDOWS))
+
+
+def test_key_chunks_cover_every_user_once_within_the_limit() -> None:
+    users = np.array([1, 2, 5, 6, 9, 12])
+    elements = np.array([3, 3, 9, 1, 1, 4])
+    chunks = features.key_chunks(users, elements, 6)
+    assert chunks == [(1, 2), (5, 5), (6, 12)]  # one user over the limit stays whole
+    assert features.key_chunks(users, elements, 100) == [(1, 12)]
+    assert features.key_chunks(users[:0], elements[:0], 6) == []
+
+
+def test_key_counts_in_chunks_equal_the_sql_aggregate(world, world_dsn, monkeypatch) -> None:
+    """The numpy counts, read in many small chunks, equal GROUP BY (user, key) in SQL."""
+    day = world.last_day
+    monkeypatch.setattr(features, "KEY_CHUNK_ELEMENTS", 500)
+    with warehouse.connect(world_dsn) as conn:
+        _, elements = conn.execute(
+            "SELECT count(DISTINCT user_id), sum(cardinality(track_keys)"
+            " + cardinality(artist_keys)) FROM features.user_activity_daily"
+            " WHERE dt BETWEEN %s AND %s",
+            (day - timedelta(days=features.WINDOW_DAYS - 1), day),
+        ).fetchone()
+        assert elements > 5 * 500, "the world is big enough for several chunks"
+        features._make_key_counts(conn, day)
+        got = conn.execute("SELECT * FROM pg_temp.user_key_counts ORDER BY user_id").fetchall()
+        expected = conn.execute(
+            """
+            WITH act AS (
+                SELECT user_id, %(day)s - dt AS age, track_keys, artist_keys
+                FROM features.user_activity_daily WHERE dt BETWEEN %(day)s - 29 AND %(day)s),
+            t AS (SELECT user_id, k, min(age) AS age FROM act, unnest(track_keys) k
+                  GROUP BY user_id, k),
+            a AS (SELECT user_id, k, min(age) AS age FROM act, unnest(artist_keys) k
+                  GROUP BY user_id, k),
+            tn AS (SELECT user_id, count(*) FILTER (WHERE age < 7) AS n7,
+                   count(*) FILTER (WHERE age < 14) AS n14, count(*) AS n30
+                   FROM t GROUP BY user_id),
+            an AS (SELECT user_id, count(*) FILTER (WHERE age < 7) AS n7,
+                   count(*) FILTER (WHERE age < 14) AS n14, count(*) AS n30
+                   FROM a GROUP BY user_id)
+            SELECT tn.user_id, tn.n7, tn.n14, tn.n30, coalesce(an.n7, 0), coalesce(an.n14, 0),
+                   coalesce(an.n30, 0)
+            FROM tn LEFT JOIN an USING (user_id) ORDER BY tn.user_id
+            """,
+            {"day": day},
+        ).fetchall()
+        conn.rollback()
+    assert got and got == expected

@@ -2,7 +2,8 @@
 -- of D, or a play in the 30 days ending on D), described as of the end of D.
 -- Parameters: %(day)s (D), %(hi)s (end of D, exclusive), %(feature_ts)s, %(run_id)s.
 -- Reads features.user_activity_daily for D-29 .. D (the caller makes sure those days are
--- built), raw.subscription_events up to the end of D and raw.user_versions delivered by D.
+-- built), raw.subscription_events up to the end of D, raw.user_versions delivered by D and
+-- the temporary table user_key_counts (distinct tracks and artists per user and window).
 INSERT INTO {stage}
 WITH act AS (
     SELECT a.*, (%(day)s::date - a.dt) AS age
@@ -40,21 +41,16 @@ windows AS (
     FROM act
     GROUP BY user_id
 ),
-track_last AS (
-    SELECT user_id, k, min(age) AS age FROM act, unnest(track_keys) k GROUP BY user_id, k
-),
+-- Distinct tracks and artists per window come from pg_temp.user_key_counts, which
+-- features._make_key_counts fills (counted in numpy from the same activity rows; a hash
+-- aggregate over every (user, key) pair of the window was most of this query's time).
 tracks_n AS (
-    SELECT user_id, count(*) FILTER (WHERE age < 7) AS n7, count(*) FILTER (WHERE age < 14) AS n14,
-           count(*) AS n30
-    FROM track_last GROUP BY user_id
-),
-artist_last AS (
-    SELECT user_id, k, min(age) AS age FROM act, unnest(artist_keys) k GROUP BY user_id, k
+    SELECT user_id, tracks_7 AS n7, tracks_14 AS n14, tracks_30 AS n30
+    FROM pg_temp.user_key_counts WHERE tracks_30 > 0
 ),
 artists_n AS (
-    SELECT user_id, count(*) FILTER (WHERE age < 7) AS n7, count(*) FILTER (WHERE age < 14) AS n14,
-           count(*) AS n30
-    FROM artist_last GROUP BY user_id
+    SELECT user_id, artists_7 AS n7, artists_14 AS n14, artists_30 AS n30
+    FROM pg_temp.user_key_counts WHERE artists_30 > 0
 ),
 genre_last AS (
     SELECT user_id, g, min(age) AS age FROM act, unnest(genres) g GROUP BY user_id, g
