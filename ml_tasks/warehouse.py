@@ -521,6 +521,73 @@ def read_numbers(
     return out
 
 
+_INT_ARRAY_ELEMENTS = {1007: ">i4", 1016: ">i8"}  # int4[], int8[]
+
+
+def read_int_arrays(
+    conn: psycopg.Connection, query: sql.Composable, params: Sequence | dict = ()
+) -> dict[str, np.ndarray]:
+    """Run ``query``, which returns one row of one-dimensional ``int4[]``/``int8[]`` columns
+    without NULL elements (typically ``array_agg`` of a set), and decode each array with one
+    numpy ``frombuffer``; a NULL column (an aggregate of no rows) is an empty array.
+
+    A result of millions of narrow rows costs about 1.5 µs of Python per row in a COPY
+    (each row is a message); the same values as a few arrays cost one message each.
+    Returns column name -> int64 array, in the query's column order.
+    """
+    import numpy as np
+
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT * FROM ({}) q LIMIT 0").format(query), params or None)
+        names = [c.name for c in cur.description]
+        wrong = [c.name for c in cur.description if c.type_code not in _INT_ARRAY_ELEMENTS]
+        elements = [_INT_ARRAY_ELEMENTS.get(c.type_code) for c in cur.description]
+    if wrong:
+        raise TypeError(f"read_int_arrays: columns {wrong} are not int4[] or int8[]")
+    buffer = io.BytesIO()
+    copy_sql = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(query)
+    with conn.cursor() as cur, cur.copy(copy_sql, params or None) as copy:
+        for chunk in copy:
+            buffer.write(chunk)
+    raw = buffer.getbuffer()
+    if bytes(raw[:11]) != _PGCOPY_SIGNATURE:
+        raise ValueError("read_int_arrays: not a binary COPY stream")
+    pos = 19 + int.from_bytes(raw[15:19], "big")
+
+    def take(n: int) -> int:
+        nonlocal pos
+        value = int.from_bytes(raw[pos : pos + n], "big", signed=True)
+        pos += n
+        return value
+
+    if take(2) != len(names):
+        raise ValueError("read_int_arrays: the query must return exactly one row")
+    out: dict[str, np.ndarray] = {}
+    for name, element in zip(names, elements, strict=True):
+        size = take(4)
+        if size == -1:  # NULL
+            out[name] = np.empty(0, dtype=np.int64)
+            continue
+        end = pos + size
+        ndim, has_nulls, _oid = take(4), take(4), take(4)
+        if ndim == 0:
+            out[name] = np.empty(0, dtype=np.int64)
+        elif ndim != 1 or has_nulls:
+            raise ValueError(f"read_int_arrays: {name} must be one-dimensional without NULLs")
+        else:
+            count, _lower = take(4), take(4)
+            row = np.dtype([("len", ">i4"), ("value", element)])
+            data = np.frombuffer(raw, dtype=row, count=count, offset=pos)
+            if (data["len"] != np.dtype(element).itemsize).any():
+                raise ValueError(f"read_int_arrays: unexpected element widths in {name}")
+            out[name] = data["value"].astype(np.int64)
+            del data
+        pos = end
+    if take(2) != -1:
+        raise ValueError("read_int_arrays: the query must return exactly one row")
+    return out
+
+
 def _csv_friendly(data):
     """Render zone-aware timestamps as UTC text ourselves.
 

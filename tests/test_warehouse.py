@@ -140,6 +140,33 @@ def test_read_numbers_decodes_binary_copy_and_refuses_nulls(warehouse_dsn: str) 
             warehouse.read_numbers(conn, sql.SQL("SELECT 1::int4 AS a"))
 
 
+def test_read_int_arrays_decodes_one_row_of_arrays(warehouse_dsn: str) -> None:
+    import numpy as np
+    from psycopg import sql
+
+    query = sql.SQL(
+        "SELECT array_agg(g::int8 * 10000000000) AS big, array_agg(-g) AS small,"
+        " (SELECT array_agg(x) FROM generate_series(1, 0) x) AS nothing,"
+        " '{}'::int4[] AS empty FROM generate_series(1, 5000) g"
+    )
+    with warehouse.connect(warehouse_dsn) as conn:
+        out = warehouse.read_int_arrays(conn, query)
+        assert list(out) == ["big", "small", "nothing", "empty"]
+        assert out["big"].tolist() == [g * 10_000_000_000 for g in range(1, 5001)]
+        assert out["small"].dtype == np.int64 and out["small"].tolist() == list(
+            range(-1, -5001, -1)
+        )
+        assert out["nothing"].shape == (0,) and out["empty"].shape == (0,)
+        with pytest.raises(TypeError, match=r"\['f'\]"):
+            warehouse.read_int_arrays(conn, sql.SQL("SELECT ARRAY[1.5]::float8[] AS f"))
+        with pytest.raises(ValueError, match="NULLs"):
+            warehouse.read_int_arrays(conn, sql.SQL("SELECT ARRAY[1, NULL]::int4[] AS a"))
+        with pytest.raises(ValueError, match="exactly one row"):
+            warehouse.read_int_arrays(
+                conn, sql.SQL("SELECT ARRAY[g]::int4[] AS a FROM generate_series(1, 2) g")
+            )
+
+
 def test_config_dir_comes_from_the_environment(tmp_path, monkeypatch) -> None:
     from ml_tasks.churn import ChurnConfig
     from ml_tasks.settings import SettingsError
