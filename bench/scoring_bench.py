@@ -59,22 +59,16 @@ log = logging.getLogger("scoring_bench")
 
 
 def bench_churn_config():
-    """Small models and a short window (the 56-day world only knows 7-day labels): the same
-    settings as the tests' ``small_churn_config``."""
+    """Small models and the short profile's windows (the 56-day world only knows 7-day
+    labels): the same settings as the tests' ``small_churn_config``."""
     from ml_tasks.churn import ChurnConfig
 
+    short = benchmark.TRAINING_PROFILES["short"]["churn"]
     return ChurnConfig.load().with_overrides(
-        window={
-            "split_horizon": 7,
-            "holdout_days": 5,
-            "calibration_days": 5,
-            "lookback_days": 20,
-            "stride_days": 1,
-            "min_history_days": 5,
-        },
+        window=short["window"],
         gbm={"n_estimators": 60},
         gate={"horizon": 7, "require_validated_features": False},
-        calibration={"min_rows": 100, "min_positives": 10},
+        calibration=short["calibration"],
     )
 
 

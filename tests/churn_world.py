@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from ml_tasks import warehouse
+from ml_tasks import benchmark, warehouse
 
 CHURN_WORLD_START = date(2026, 1, 5)
 CHURN_WORLD_DAYS = 56
@@ -95,19 +95,14 @@ def drop(pg_admin: str, name: str) -> None:
         )
 
 
-#: Small models and a short window: the 56-day world can only know 7-day labels.
+_SHORT_CHURN = benchmark.TRAINING_PROFILES["short"]["churn"]
+#: Small models and the benchmark's short windows: the 56-day world can only know 7-day
+#: labels.
 SMALL_CHURN = {
-    "window": {
-        "split_horizon": 7,
-        "holdout_days": 5,
-        "calibration_days": 5,
-        "lookback_days": 20,
-        "stride_days": 1,
-        "min_history_days": 5,
-    },
+    "window": _SHORT_CHURN["window"],
     "gbm": {"n_estimators": 60},
     "gate": {"horizon": 7, "require_validated_features": False},
-    "calibration": {"min_rows": 100, "min_positives": 10},
+    "calibration": _SHORT_CHURN["calibration"],
 }
 #: Popularity for the same world: LightGBM alone, small.
 SMALL_POPULARITY = {
