@@ -61,8 +61,10 @@ def populations(dsn: str, day: date) -> Populations:
     window_low, _ = warehouse.day_bounds(day - timedelta(days=features.WINDOW_DAYS - 1))
     with warehouse.connect(dsn) as conn:
         active = conn.execute(
+            # DISTINCT first: a hash of the window's users, not a sort of all its plays
             "SELECT count(*) FROM ("
-            " SELECT user_id FROM raw.listening_events WHERE played_at >= %s AND played_at < %s"
+            " SELECT DISTINCT user_id FROM raw.listening_events"
+            " WHERE played_at >= %s AND played_at < %s"
             " UNION"
             " SELECT user_id FROM (SELECT DISTINCT ON (user_id) user_id, event_type, plan"
             "   FROM raw.subscription_events WHERE event_at < %s"
