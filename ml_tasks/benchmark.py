@@ -1682,6 +1682,7 @@ def growth_verdict(fit: dict | None) -> str:
 def chunk_users(stage: str) -> int | None:
     """Users per chunk past which ``stage``'s peak memory should stay flat (None: the
     stage does not chunk by users)."""
+    from ml_tasks import feature_store
     from ml_tasks.settings import get_settings
 
     settings = get_settings()
@@ -1689,7 +1690,7 @@ def chunk_users(stage: str) -> int | None:
         "ingest": max(1, settings.ingest_chunk_rows // 9),  # ~8.7 plays per user-day
         "churn scoring": settings.score_chunk_users,
         "interventions": settings.score_chunk_users,
-        "materialization": 50_000,
+        "materialization": feature_store.MATERIALIZE_CHUNK_ROWS,
     }.get(stage)
 
 
