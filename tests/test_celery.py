@@ -46,7 +46,7 @@ import pytest
 from psycopg import sql
 
 from browser_session import WAIT
-from ml_tasks import scoring, warehouse
+from ml_tasks import contract, scoring, warehouse
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -60,15 +60,18 @@ CHUNK_USERS = 250
 STARTUP_TIMEOUT = 240.0
 RUN_TIMEOUT = 300.0
 LINEAGE = ("run_id", "scored_at")
-RAW_DAY_TABLES = ("raw.listening_events", "raw.subscription_events")
+#: The raw tables ingest writes, from the landing contract: the day partitions of the event
+#: tables, then every whole table (the events' key indexes, the dimensions' versions and
+#: current rows) with the ingest log and the quarantine.
+RAW_DAY_TABLES = tuple(d.raw_table for d in contract.DATASETS if d.is_event)
 RAW_TABLES = (
-    "raw.user_versions",
-    "raw.users",
-    "raw.track_versions",
-    "raw.tracks",
+    *(d.keys_table for d in contract.DATASETS if d.is_event),
+    *(t for d in contract.DATASETS if not d.is_event for t in (d.raw_table, d.current_table)),
     "raw.ingest_log",
     "quarantine.rejected_rows",
 )
+#: Days each backfill covers: the week before the world's last day.
+BACKFILL_DAYS = 7
 
 
 def free_port() -> int:
@@ -438,8 +441,13 @@ def score_checksums(dsn: str, day: date) -> dict[str, tuple[int, str]]:
         }
 
 
+def backfill_week(last_day: date) -> list[date]:
+    """The :data:`BACKFILL_DAYS` days before ``last_day``, oldest first."""
+    return [last_day - timedelta(days=n) for n in range(BACKFILL_DAYS, 0, -1)]
+
+
 def raw_checksums(dsn: str, days: list[date]) -> dict[str, tuple[int, str]]:
-    """The days' raw event partitions, the raw dimensions, ingest log and quarantine."""
+    """The days' raw event partitions and every table in :data:`RAW_TABLES`."""
     with warehouse.connect(dsn) as conn:
         relations = [warehouse.partition_name(t, d) for t in RAW_DAY_TABLES for d in days]
         return {r: warehouse.table_checksum(conn, r) for r in [*relations, *RAW_TABLES]}
@@ -520,7 +528,7 @@ def test_backfills_from_the_cli_and_the_rest_api_complete_and_change_nothing(
 ) -> None:
     """``airflow backfill create``, then ``POST /api/v2/backfills`` over the same days."""
     dsn = cluster.warehouse_dsn
-    days = [cluster.day - timedelta(days=n) for n in (3, 2, 1)]
+    days = backfill_week(cluster.day)
     before = raw_checksums(dsn, days)  # as `encore ingest` left them when the world was built
     cluster.request("PATCH", "/api/v2/dags/ingest_daily", {"is_paused": False})
 
@@ -562,7 +570,7 @@ def test_backfills_from_the_cli_and_the_rest_api_complete_and_change_nothing(
             "from_date": f"{days[0].isoformat()}T00:00:00Z",
             "to_date": f"{days[-1].isoformat()}T00:00:00Z",
             "reprocess_behavior": "completed",
-            "max_active_runs": 3,
+            "max_active_runs": 4,
         },
     )
     assert_backfill_reran(cluster, backfill["id"], days, again_from, before)
@@ -634,7 +642,7 @@ def test_a_backfill_started_from_the_ui_completes_and_changes_nothing(
     from browser_session import log_in, wait_for_text
 
     dsn = cluster.warehouse_dsn
-    days = [cluster.day - timedelta(days=n) for n in (3, 2, 1)]
+    days = backfill_week(cluster.day)
     before = raw_checksums(dsn, days)
     known = {
         b["id"]
