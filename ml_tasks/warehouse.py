@@ -468,6 +468,21 @@ def read_arrow(conn: psycopg.Connection, query: sql.Composable, params: Sequence
 _PGCOPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 
 
+def _binary_copy_out(
+    conn: psycopg.Connection, query: sql.Composable, params: Sequence | dict, caller: str
+) -> tuple[memoryview, int]:
+    """``query``'s binary COPY stream in memory, and the offset of its first row."""
+    buffer = io.BytesIO()
+    copy_sql = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(query)
+    with conn.cursor() as cur, cur.copy(copy_sql, params or None) as copy:
+        for chunk in copy:
+            buffer.write(chunk)
+    raw = buffer.getbuffer()
+    if bytes(raw[:11]) != _PGCOPY_SIGNATURE:
+        raise ValueError(f"{caller}: not a binary COPY stream")
+    return raw, 19 + int.from_bytes(raw[15:19], "big")
+
+
 def read_numbers(
     conn: psycopg.Connection,
     query: sql.Composable,
@@ -494,15 +509,7 @@ def read_numbers(
     wrong = [n for n in names if kinds[n] != wanted[n]]
     if wrong:
         raise TypeError(f"read_numbers: columns {wrong} are not the float8/int8 they must be")
-    buffer = io.BytesIO()
-    copy_sql = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(query)
-    with conn.cursor() as cur, cur.copy(copy_sql, params or None) as copy:
-        for chunk in copy:
-            buffer.write(chunk)
-    raw = buffer.getbuffer()
-    if bytes(raw[:11]) != _PGCOPY_SIGNATURE:
-        raise ValueError("read_numbers: not a binary COPY stream")
-    start = 19 + int.from_bytes(raw[15:19], "big")
+    raw, start = _binary_copy_out(conn, query, params, "read_numbers")
     fields = [("count", ">i2")]
     for i, name in enumerate(names):
         fields += [(f"len{i}", ">i4"), (name, ">i8" if name in integers else ">f8")]
@@ -544,15 +551,7 @@ def read_int_arrays(
         elements = [_INT_ARRAY_ELEMENTS.get(c.type_code) for c in cur.description]
     if wrong:
         raise TypeError(f"read_int_arrays: columns {wrong} are not int4[] or int8[]")
-    buffer = io.BytesIO()
-    copy_sql = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(query)
-    with conn.cursor() as cur, cur.copy(copy_sql, params or None) as copy:
-        for chunk in copy:
-            buffer.write(chunk)
-    raw = buffer.getbuffer()
-    if bytes(raw[:11]) != _PGCOPY_SIGNATURE:
-        raise ValueError("read_int_arrays: not a binary COPY stream")
-    pos = 19 + int.from_bytes(raw[15:19], "big")
+    raw, pos = _binary_copy_out(conn, query, params, "read_int_arrays")
 
     def take(n: int) -> int:
         nonlocal pos
