@@ -303,9 +303,9 @@ def tune_online_tables(dsn: str, views: Sequence[str]) -> list[str]:
     :data:`UNUSED_ONLINE_INDEXES` Feast created on it; idempotent, returns what it changed.
 
     At 100,000 users this halves the nightly materialization (every online row is
-    updated; ``bench/materialize_bench.py`` measures it). A table that already holds rows
-    keeps its full pages until they are rewritten: the next night's updates move rows to
-    new half-full pages, and from then on the updates stay on their page.
+    updated; ``bench/materialize_bench.py`` measures it). The fillfactor applies to pages
+    written from then on: a table that already holds rows gains the free space as its
+    rows move to new pages, or at once with ``VACUUM FULL`` on it.
     """
     from psycopg import sql
 
