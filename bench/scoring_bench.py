@@ -59,17 +59,11 @@ log = logging.getLogger("scoring_bench")
 
 
 def bench_churn_config():
-    """Small models and the short profile's windows (the 56-day world only knows 7-day
-    labels): the same settings as the tests' ``small_churn_config``."""
+    """Small models on the short profile's windows (the 56-day world only knows 7-day
+    labels): ``benchmark.SMALL_CHURN``, as the tests' ``small_churn_config``."""
     from ml_tasks.churn import ChurnConfig
 
-    short = benchmark.TRAINING_PROFILES["short"]["churn"]
-    return ChurnConfig.load().with_overrides(
-        window=short["window"],
-        gbm={"n_estimators": 60},
-        gate={"horizon": 7, "require_validated_features": False},
-        calibration=short["calibration"],
-    )
+    return ChurnConfig.load().with_overrides(**benchmark.SMALL_CHURN)
 
 
 # --------------------------------------------------------------------------- setup

@@ -435,6 +435,16 @@ TRAINING_PROFILES: dict[str, dict[str, dict]] = {
 }
 
 
+#: Small churn models on the short profile's windows, for a 56-day world (which can only
+#: know 7-day labels): the tests' churn world and ``bench/scoring_bench.py`` train with it.
+SMALL_CHURN: dict[str, dict] = {
+    "window": TRAINING_PROFILES["short"]["churn"]["window"],
+    "gbm": {"n_estimators": 60},
+    "gate": {"horizon": 7, "require_validated_features": False},
+    "calibration": TRAINING_PROFILES["short"]["churn"]["calibration"],
+}
+
+
 def training_config(family: str, profile: str):
     """The config of ``family`` (churn, popularity, genre) under a training profile."""
     overrides = TRAINING_PROFILES[profile][family]

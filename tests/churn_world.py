@@ -95,15 +95,9 @@ def drop(pg_admin: str, name: str) -> None:
         )
 
 
-_SHORT_CHURN = benchmark.TRAINING_PROFILES["short"]["churn"]
 #: Small models and the benchmark's short windows: the 56-day world can only know 7-day
-#: labels.
-SMALL_CHURN = {
-    "window": _SHORT_CHURN["window"],
-    "gbm": {"n_estimators": 60},
-    "gate": {"horizon": 7, "require_validated_features": False},
-    "calibration": _SHORT_CHURN["calibration"],
-}
+#: labels (shared with ``bench/scoring_bench.py``).
+SMALL_CHURN = benchmark.SMALL_CHURN
 #: Popularity for the same world: LightGBM alone, small.
 SMALL_POPULARITY = {
     "families": ["lightgbm"],
