@@ -202,6 +202,16 @@ def cmd_monitor(args: argparse.Namespace) -> None:
     _print(out if len(out) > 1 else out[0])
 
 
+def cmd_deadline(args: argparse.Namespace) -> None:
+    from ml_tasks import deadlines
+
+    out = [deadlines.chain_status(day, args.dsn) for day in _days(args)]
+    _print(out if len(out) > 1 else out[0])
+    overdue = [s["day"] for s in out if s["overdue"]]
+    if args.check and overdue:
+        raise CliError(f"overdue: the nightly chain of {', '.join(overdue)} is not done")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from ml_tasks import registry, scoring, warehouse
     from ml_tasks.churn.training import compare_with_truth
@@ -469,6 +479,18 @@ def build_parser() -> argparse.ArgumentParser:
         "monitor day(s): fraud flags, drift (PSI), realized performance, the HTML report",
     )
     add_days(p)
+    add_dsn(p)
+
+    p = add(
+        "deadline",
+        cmd_deadline,
+        "is day(s)' nightly chain done, when is it due, and which deadlines did it miss",
+    )
+    p.add_argument("--date", type=_date, required=True, help="UTC day, YYYY-MM-DD")
+    p.add_argument("--through", type=_date, help="last day of a range (inclusive)")
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 when a day is past due and not done"
+    )
     add_dsn(p)
 
     p = add(
