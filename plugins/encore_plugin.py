@@ -1,14 +1,19 @@
-"""The Encore plugin: adds the Encore page (model registry, latest runs, reports) to Airflow.
+"""The Encore plugin: the Encore page (model registry, latest runs, reports) and the
+nightly chain's deadline reference.
 
 Airflow 3's UI is React served by the FastAPI api-server, so the page is a FastAPI app the
 api-server mounts under ``/encore`` (``fastapi_apps``) plus a nav entry that shows it in an
 iframe inside the UI (``external_views``, destination ``nav``). See docs/operations.md.
+
+The scheduler creates the deadlines of ``nightly_deadline`` through
+:class:`encore_airflow.deadlines.RunDayEnd`, which it finds here (``deadline_references``).
 """
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from encore_airflow.deadlines import RunDayEnd
 from encore_airflow.ui import create_app
 
 #: Where the api-server mounts the Encore app (must not clash with /api/v2, /ui, /auth, ...).
@@ -18,9 +23,10 @@ URL_ROUTE = "encore"
 
 
 class EncorePlugin(AirflowPlugin):
-    """The Encore page in the Airflow UI."""
+    """The Encore page in the Airflow UI, and the deadline reference of the nightly chain."""
 
     name = "encore"
+    deadline_references = [RunDayEnd]  # noqa: RUF012
     fastapi_apps = [  # noqa: RUF012 (Airflow's plugin interface is class attributes)
         {"app": create_app(), "url_prefix": URL_PREFIX, "name": "Encore"},
     ]

@@ -44,6 +44,7 @@ DAG_IDS = (
     "retrain_nightly",
     "score_daily",
     "monitor_daily",
+    "nightly_deadline",
 )
 
 

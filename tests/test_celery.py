@@ -11,6 +11,9 @@ last day scored in one process), so nothing here disturbs the other tests' world
 - ``score_daily`` fans that day out over user-id ranges (dynamic task mapping), the chunks
   run on both workers, and the day committed at the end replaces the single-process scores
   with equal ones (lineage columns aside).
+- ``nightly_deadline`` watches a day whose chain never ran: its deadline has long passed,
+  so the scheduler fires it, the callback runs on a Celery worker and records the miss in
+  ``monitoring.deadline_misses`` with the day, when it was due and what is missing.
 - ``ingest_daily`` is backfilled from the CLI (``airflow backfill create``), then over the
   same days again from the REST API (``POST /api/v2/backfills``, reprocessing the completed
   runs), then again from the UI (headless Chromium: Trigger, Backfill, the date range, "All
@@ -47,6 +50,7 @@ from psycopg import sql
 
 from browser_session import WAIT
 from ml_tasks import contract, scoring, warehouse
+from ml_tasks.deadlines import DeadlineConfig, chain_missing
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -410,7 +414,9 @@ def _wait_until_ready(cluster: Cluster) -> None:
                 cluster.login()
             pending = "the DAGs"
             dags = cluster.request("GET", "/api/v2/dags", limit=100)["dags"]
-            if not {"score_daily", "ingest_daily"} <= {d["dag_id"] for d in dags}:
+            if not {"score_daily", "ingest_daily", "nightly_deadline"} <= {
+                d["dag_id"] for d in dags
+            }:
                 time.sleep(2)
                 continue
             pending = "the workers"
@@ -520,6 +526,55 @@ def test_score_daily_fans_out_over_two_celery_workers(cluster: Cluster) -> None:
     assert status == [("scored",)]
     assert stages == 0, "the commit swaps the staged day in and leaves no stage behind"
     assert score_checksums(dsn, day) == reference, "fanned out on Celery == single process"
+
+
+def test_a_missed_nightly_deadline_fires_its_callback_on_a_worker(cluster: Cluster) -> None:
+    """The watch of a day whose chain never ran: the deadline fires while the run waits."""
+    dsn, late = cluster.warehouse_dsn, cluster.day - timedelta(days=1)
+    missing = chain_missing(late, dsn)
+    assert missing == ["churn scores", "popularity scores", "the monitoring report"]
+    due = DeadlineConfig.load().due(late)
+
+    cluster.request("PATCH", "/api/v2/dags/nightly_deadline", {"is_paused": False})
+    run_id = f"deadline_{late.isoformat()}"
+    cluster.request(
+        "POST",
+        "/api/v2/dags/nightly_deadline/dagRuns",
+        {"dag_run_id": run_id, "logical_date": None, "conf": {"day": late.isoformat()}},
+    )
+    found: tuple | None = None
+    give_up = time.monotonic() + RUN_TIMEOUT
+    while found is None:
+        with warehouse.connect(dsn) as conn:
+            found = conn.execute(
+                "SELECT deadline_id, dag_id, run_type, dt, deadline_time, missing"
+                " FROM monitoring.deadline_misses WHERE run_id = %s",
+                (run_id,),
+            ).fetchone()
+        if found is None:
+            cluster.check_alive()
+            if time.monotonic() > give_up:
+                pytest.fail("no deadline miss recorded\n" + cluster.diagnose("nightly_deadline"))
+            time.sleep(2)
+    _, dag_id, run_type, day, deadline_time, what = found
+    assert (dag_id, run_type, day) == ("nightly_deadline", "manual", late)
+    assert deadline_time == due, "due chain_due_hours after the run's day ended"
+    assert what == ", ".join(missing)
+
+    run = cluster.request("GET", f"/api/v2/dags/nightly_deadline/dagRuns/{run_id}")
+    assert run["state"] in ("queued", "running"), "the miss fired while the run still waited"
+    logs = list((cluster.home / "logs" / "executor_callbacks" / "nightly_deadline").glob("**/*"))
+    texts = [p.read_text(errors="replace") for p in logs if p.is_file()]
+    assert any("DEADLINE MISSED" in t and late.isoformat() in t for t in texts), (
+        f"the callback logs the miss under executor_callbacks/: {[str(p) for p in logs]}"
+    )
+    with warehouse.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT count(*) FROM monitoring.deadline_misses WHERE run_id = %s", (run_id,)
+        ).fetchone()[0]
+    assert rows == 1, "one deadline, one miss"
+    cluster.request("PATCH", f"/api/v2/dags/nightly_deadline/dagRuns/{run_id}", {"state": "failed"})
+    cluster.request("PATCH", "/api/v2/dags/nightly_deadline", {"is_paused": True})
 
 
 @pytest.mark.full

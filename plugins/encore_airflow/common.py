@@ -12,6 +12,7 @@ import pendulum
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset
+    from airflow.sdk.definitions.deadline import DeadlineAlert
 
 log = logging.getLogger("airflow.task")
 
@@ -159,6 +160,7 @@ def daily_dag(
     max_active_runs: int = 4,
     dagrun_timeout: timedelta = timedelta(hours=8),
     day_description: str = "UTC day to process (manual runs without a data interval)",
+    deadline: DeadlineAlert | None = None,
 ):
     """A DAG that processes one UTC day per run, with the team's schedule and policy.
 
@@ -169,6 +171,9 @@ def daily_dag(
     (``AssetOrTimeSchedule``): it runs when every one of them has a new event, on the day
     the events announce, and keeps the cron timetable, so scheduled runs, manual runs with
     a logical date and backfills still cover one UTC day each.
+
+    ``deadline`` is an Airflow deadline alert on each run (see
+    :mod:`encore_airflow.deadlines`).
     """
     from airflow.sdk import DAG, AssetOrTimeSchedule, CronDataIntervalTimetable, Param
 
@@ -188,4 +193,5 @@ def daily_dag(
             "day": Param(None, type=["null", "string"], format="date", description=day_description)
         },
         dagrun_timeout=dagrun_timeout,
+        deadline=deadline,
     )
