@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from encore_airflow import ui
 from ml_tasks import registry, warehouse
+from ml_tasks.deadlines import DeadlineConfig, record_miss
 
 DAY = date(2026, 11, 5)
 T0 = datetime(2026, 11, 1, 1, 0, tzinfo=UTC)
@@ -146,6 +147,15 @@ def populate(dsn: str, artifacts: Path) -> dict:
             " false, 12, 1, '[]', %s)",
             (DAY, str(page)),
         )
+    record_miss(
+        deadline_id="0193-miss",
+        dag_id="nightly_deadline",
+        run_id="scheduled__2026-11-04T00:00:00+00:00",
+        run_type="scheduled",
+        day=DAY - timedelta(days=1),
+        deadline_time=DeadlineConfig().due(DAY - timedelta(days=1)),
+        dsn=dsn,
+    )
     return {"dsn": dsn, "artifacts": artifacts, "report": report}
 
 
@@ -172,6 +182,13 @@ def test_page_shows_champions_candidates_metrics_and_runs(world: dict) -> None:
     assert "plays_7d" in text  # the report's drift alert
     assert "raw.listening_events" in text and "failed" in text
     assert "No model is registered yet" not in text
+    missed = text.split('id="deadlines"')[1].split("</table>")[0]  # the missed deadline
+    assert f"{DAY - timedelta(days=1)}</span>" in missed
+    assert "2026-11-05 06:00 UTC" in missed
+    assert "churn scores, popularity scores, the monitoring report" in missed
+    assert "nightly_deadline" in missed and "scheduled" in missed
+    runs = _client(world["dsn"]).get("/api/runs").json()["runs"]
+    assert [r["run_type"] for r in runs["deadline_misses"]] == ["scheduled"]
 
 
 def test_links_serve_cards_reports_and_data_docs(world: dict) -> None:
@@ -246,6 +263,7 @@ def test_an_empty_warehouse_says_what_to_do(warehouse_dsn: str, artifacts: Path)
     assert page.status_code == 200
     assert "No model is registered yet" in page.text
     assert "No training run yet" in page.text and "No Data Docs built yet" in page.text
+    assert "No missed deadline" in page.text
     data = client.get("/api/registry").json()
     assert data["has_models"] is False
     assert data["families"]["churn"]["champion"] is None

@@ -97,6 +97,10 @@ _RUNS_SQL = {
         "SELECT dt, path, summary, run_id, created_at FROM monitoring.reports"
         " ORDER BY dt DESC LIMIT %(reports)s"
     ),
+    "deadline_misses": (
+        "SELECT dt, deadline_time, missing, dag_id, run_id, run_type, recorded_at"
+        " FROM monitoring.deadline_misses ORDER BY deadline_time DESC LIMIT %(reports)s"
+    ),
 }
 
 
@@ -448,8 +452,35 @@ def _status_html(status: str) -> str:
     return f'<span class="{css}">{_e(status)}</span>'
 
 
+def _deadlines_html(misses: list[dict[str, Any]] | None) -> str:
+    parts = ['<h2 id="deadlines">Missed deadlines (monitoring.deadline_misses)</h2>']
+    if not misses:
+        parts.append(
+            '<p class="muted">No missed deadline: every day <code>nightly_deadline</code>'
+            " watched was scored and monitored on time.</p>"
+        )
+        return "".join(parts)
+    parts.append(
+        _table(
+            ["day", "due", "missing then", "run", "recorded"],
+            [
+                [
+                    f'<span class="bad">{_e(r["dt"] or "?")}</span>',
+                    _when(r["deadline_time"]),
+                    _e(r["missing"]),
+                    f"<code>{_e(r['dag_id'])}</code> {_e(r['run_type'])} "
+                    f"<code>{_e(r['run_id'])}</code>",
+                    _when(r["recorded_at"]),
+                ]
+                for r in misses
+            ],
+        )
+    )
+    return "".join(parts)
+
+
 def _runs_html(runs: dict[str, list[dict[str, Any]] | None], docs_index: str | None) -> str:
-    parts = ["<h2>Latest runs</h2>"]
+    parts = [_deadlines_html(runs.get("deadline_misses")), "<h2>Latest runs</h2>"]
     training = runs.get("training")
     parts.append("<h3>Training (ml.training_runs)</h3>")
     if training:
@@ -561,7 +592,8 @@ def _page(body: str, base: str) -> str:
 def render_page(overview: dict[str, Any], docs_index: str | None) -> str:
     """The Encore page of an overview from :func:`read_overview`."""
     parts = [
-        '<nav><a href="#models">Models</a><a href="#runs">Latest runs</a>'
+        '<nav><a href="#models">Models</a><a href="#deadlines">Missed deadlines</a>'
+        '<a href="#runs">Latest runs</a>'
         '<a href="api/registry">registry JSON</a><a href="api/runs">runs JSON</a></nav>',
         f'<p class="muted">Read {_when(overview["generated_at"])}.</p>',
     ]
