@@ -40,7 +40,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -556,10 +556,16 @@ def test_a_missed_nightly_deadline_fires_its_callback_on_a_worker(cluster: Clust
             if time.monotonic() > give_up:
                 pytest.fail("no deadline miss recorded\n" + cluster.diagnose("nightly_deadline"))
             time.sleep(2)
-    _, dag_id, run_type, day, deadline_time, what = found
+    deadline_id, dag_id, run_type, day, deadline_time, what = found
     assert (dag_id, run_type, day) == ("nightly_deadline", "manual", late)
     assert deadline_time == due, "due chain_due_hours after the run's day ended"
     assert what == ", ".join(missing)
+    # Airflow's own record, as its UI shows it on the run
+    airflow = cluster.request("GET", f"/ui/dags/nightly_deadline/dagRuns/{run_id}/deadlines")
+    assert [
+        (d["id"], d["missed"], d["alert_name"], datetime.fromisoformat(d["deadline_time"]))
+        for d in airflow["deadlines"]
+    ] == [(deadline_id, True, "nightly chain due", due)]
 
     run = cluster.request("GET", f"/api/v2/dags/nightly_deadline/dagRuns/{run_id}")
     assert run["state"] in ("queued", "running"), "the miss fired while the run still waited"

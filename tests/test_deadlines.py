@@ -96,7 +96,7 @@ def test_a_miss_is_recorded_once_per_deadline(warehouse_dsn: str) -> None:
 
 
 def test_run_day_end_covers_every_way_a_run_names_its_day() -> None:
-    from encore_airflow.deadlines import day_end, run_of
+    from encore_airflow.deadlines import day_end, record_missed_deadline, run_of
 
     end = datetime(2026, 11, 6, tzinfo=UTC)
     assert day_end({"day": "2026-11-05"}, None) == end  # manual run from the UI
@@ -127,6 +127,8 @@ def test_run_day_end_covers_every_way_a_run_names_its_day() -> None:
         "day": DAY,
         "deadline_time": end + timedelta(hours=6),
     }
+    with pytest.raises(ValueError, match="without a deadline"):
+        record_missed_deadline(context={"dag_run": context["dag_run"]})
 
 
 @pytest.mark.airflow

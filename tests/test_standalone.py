@@ -5,7 +5,7 @@ and the LocalExecutor over ``dags/`` and ``plugins/``) starts in a fresh ``AIRFL
 on a free port, with the warehouse of a scored copy of the churn world and that world's own
 model configuration (``ENCORE_CONFIG_DIR``: the shipped windows need months of history).
 The test reads the generated admin password as an operator would, checks that every DAG
-is parsed with no import errors, unpauses the six DAGs and triggers ``ingest_daily`` for
+is parsed with no import errors, unpauses the seven DAGs and triggers ``ingest_daily`` for
 the world's last day. From there the chain runs on its assets alone: ``features_daily``
 and ``audio_features`` on ``encore_raw_day``, ``retrain_nightly`` on both of theirs,
 ``score_daily`` and ``monitor_daily`` on ``encore_features_day`` and ``encore_models``,
@@ -13,7 +13,10 @@ every run working on the day the events announce.
 
 Unpausing a DAG makes the scheduler create its cron run for the latest whole day, which
 this world has no data for; the test marks those runs failed, as an operator would, so
-that they do not hold the DAGs whose ``max_active_runs`` is 1.
+that they do not hold the DAGs whose ``max_active_runs`` is 1. The cron run of
+``nightly_deadline`` watches that day too: its deadline (06:00 UTC after it) has passed with
+nothing done, so the local executor runs its callback, which records the miss. Once the
+chain has run the world's day, that day is what ``nightly_deadline`` calls done.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from ml_tasks import warehouse
+from ml_tasks.deadlines import DeadlineConfig, chain_day_complete
 from test_browser import DAG_IDS
 from test_celery import Cluster, _signal_group, free_port, tail
 
@@ -188,6 +193,22 @@ def test_unpaused_the_chain_runs_a_day_on_its_assets(standalone: Cluster) -> Non
         return not pending
 
     _wait("a cron run per unpaused DAG", cron_runs_failed, cluster, 120)
+    (watch,) = [r for r in cluster.runs("nightly_deadline") if r["run_type"] == "scheduled"]
+    watched = date.fromisoformat(watch["data_interval_start"][:10])
+
+    def scheduled_miss():
+        with warehouse.connect(dsn) as conn:
+            return conn.execute(
+                "SELECT dt, deadline_time, missing FROM monitoring.deadline_misses"
+                " WHERE run_id = %s",
+                (watch["dag_run_id"],),
+            ).fetchall()
+
+    ((missed_day, due, missing),) = _wait(
+        "the cron run of nightly_deadline's missed deadline", scheduled_miss, cluster, 120
+    )
+    assert missed_day == watched and due == DeadlineConfig.load().due(watched)
+    assert missing == "churn scores, popularity scores, the monitoring report"
     triggered = cluster.request(
         "POST",
         "/api/v2/dags/ingest_daily/dagRuns",
@@ -242,3 +263,4 @@ def test_unpaused_the_chain_runs_a_day_on_its_assets(standalone: Cluster) -> Non
     assert ("churn", day, "succeeded") in trained, trained
     assert scored == [(day,)]
     assert monitored == [(day,)]
+    assert chain_day_complete(day, dsn) == (True, ""), "what nightly_deadline waits for"

@@ -95,7 +95,7 @@ def run_of(context: dict[str, Any]) -> dict[str, Any]:
     deadline = context.get("deadline") or {}
     end = day_end(run.get("conf"), run.get("data_interval_end"))
     return {
-        "deadline_id": str(deadline.get("id")),
+        "deadline_id": str(deadline["id"]) if deadline.get("id") else "",
         "dag_id": run.get("dag_id"),
         "run_id": run.get("dag_run_id") or run.get("run_id"),
         "run_type": run.get("run_type"),
