@@ -484,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "deadline",
         cmd_deadline,
-        "is day(s)' nightly chain done, when is it due, and which deadlines did it miss",
+        "the nightly chain of day(s): done or not, when due, what is missing, missed deadlines",
     )
     p.add_argument("--date", type=_date, required=True, help="UTC day, YYYY-MM-DD")
     p.add_argument("--through", type=_date, help="last day of a range (inclusive)")
