@@ -19,8 +19,9 @@ deadlines too. The run goes on waiting: it succeeds once the chain is done (late
 `watch_hours` after it started. A run that finishes before its deadline leaves no miss.
 
 A manual run watches the day of its `day` parameter, or of its logical date's interval,
-with the same deadline; a backfill of past days records a miss for every day whose chain
-never completed, which is how to audit them.
+with the same deadline. A run for a past day is created after its deadline, so it records a
+miss whatever the day's state (`missing` says `nothing` for a day that was done): to audit
+past days, use `encore deadline --date D --through D2` instead of a backfill.
 """
 
 from __future__ import annotations

@@ -85,6 +85,10 @@ def test_a_miss_is_recorded_once_per_deadline(warehouse_dsn: str) -> None:
     assert again["new"] is False
     assert again["missing"] == first["missing"], "the first record stands"
     record_miss(**{**facts, "deadline_id": "0193-b", "day": None}, dsn=warehouse_dsn)
+    _reported(warehouse_dsn, DAY)  # done by the time a later deadline's callback runs
+    assert record_miss(**{**facts, "deadline_id": "0193-c"}, dsn=warehouse_dsn)["missing"] == (
+        "nothing"
+    )
     with warehouse.connect(warehouse_dsn) as conn:
         rows = conn.execute(
             "SELECT deadline_id, dt, missing FROM monitoring.deadline_misses ORDER BY 1"
@@ -92,6 +96,7 @@ def test_a_miss_is_recorded_once_per_deadline(warehouse_dsn: str) -> None:
     assert rows == [
         ("0193-a", DAY, "popularity scores, the monitoring report"),
         ("0193-b", None, "unknown"),
+        ("0193-c", DAY, "nothing"),
     ]
 
 
