@@ -104,13 +104,18 @@ def test_run_day_end_covers_every_way_a_run_names_its_day() -> None:
     from encore_airflow.deadlines import day_end, record_missed_deadline, run_of
 
     end = datetime(2026, 11, 6, tzinfo=UTC)
-    assert day_end({"day": "2026-11-05"}, None) == end  # manual run from the UI
-    assert day_end({}, end) == end  # scheduled run, backfill
-    assert day_end(None, "2026-11-06T00:00:00Z") == end  # as the callback's context has it
-    assert day_end({"day": "2026-11-05"}, datetime(2026, 12, 1, tzinfo=UTC)) == end
-    assert day_end({}, None) is None  # an asset-triggered run: no deadline
+    start = end - timedelta(days=1)
+    assert day_end({"day": "2026-11-05"}, None, None) == end  # manual run from the UI
+    assert day_end({}, start, end) == end  # scheduled run, backfill
+    # as the callback's context has it
+    assert day_end(None, "2026-11-05T00:00:00Z", "2026-11-06T00:00:00Z") == end
+    later = datetime(2026, 12, 1, tzinfo=UTC)
+    assert day_end({"day": "2026-11-05"}, later - timedelta(days=1), later) == end
+    assert day_end({}, None, None) is None  # an asset-triggered run: no deadline
     with pytest.raises(ValueError):
-        day_end({"day": "05/11/2026"}, None)
+        day_end({"day": "05/11/2026"}, None, None)
+    with pytest.raises(ValueError, match="not one UTC day"):  # run_day's rule, shared
+        day_end({}, start, later)
 
     # the context Deadline.handle_miss gives the callback: the run as the REST API shows it
     context = {

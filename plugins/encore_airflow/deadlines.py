@@ -30,11 +30,6 @@ log = logging.getLogger(__name__)
 CALLBACK = "encore_airflow.deadlines.record_missed_deadline"
 
 
-def _conf_day(conf: Any) -> date | None:
-    value = conf.get("day") if isinstance(conf, dict) else None
-    return date.fromisoformat(str(value)) if value else None
-
-
 def _as_utc(value: Any) -> datetime | None:
     if value is None:
         return None
@@ -42,12 +37,25 @@ def _as_utc(value: Any) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def day_end(conf: Any, data_interval_end: Any) -> datetime | None:
-    """The end of the UTC day a run processes (see :class:`RunDayEnd`), or None."""
-    day = _conf_day(conf)
-    if day is not None:
-        return datetime.combine(day + timedelta(days=1), time(0), UTC)
-    return _as_utc(data_interval_end)
+def day_end(conf: Any, data_interval_start: Any, data_interval_end: Any) -> datetime | None:
+    """The end of the UTC day a run processes, by :func:`encore_airflow.common.run_day`'s
+    rule, or None for a run that names no day (no ``day`` in its conf, no data interval)."""
+    from types import SimpleNamespace
+
+    from encore_airflow.common import run_day
+
+    conf = conf if isinstance(conf, dict) else {}
+    start, end = _as_utc(data_interval_start), _as_utc(data_interval_end)
+    if not conf.get("day") and (start is None or end is None):
+        return None
+    day = run_day(
+        {
+            "dag_run": SimpleNamespace(conf=conf),
+            "data_interval_start": start,
+            "data_interval_end": end,
+        }
+    )
+    return datetime.combine(day + timedelta(days=1), time(0), UTC)
 
 
 @deadline_reference()
@@ -61,15 +69,15 @@ class RunDayEnd(BaseDeadlineReference):
         from sqlalchemy import select
 
         row = session.execute(
-            select(DagRun.conf, DagRun.data_interval_end).where(
+            select(DagRun.conf, DagRun.data_interval_start, DagRun.data_interval_end).where(
                 DagRun.dag_id == kwargs["dag_id"], DagRun.run_id == kwargs["run_id"]
             )
         ).one_or_none()
         if row is None:
             return None
         try:
-            return day_end(row[0], row[1])
-        except ValueError:  # a malformed 'day': the run fails on it; no deadline to set
+            return day_end(*row)
+        except ValueError:  # a malformed 'day' or interval: the run fails on it; no deadline
             log.warning("run %s names no valid day; no deadline", kwargs["run_id"])
             return None
 
@@ -93,7 +101,7 @@ def run_of(context: dict[str, Any]) -> dict[str, Any]:
     """The facts of a deadline callback's context: run, type, day and deadline."""
     run = context.get("dag_run") or {}
     deadline = context.get("deadline") or {}
-    end = day_end(run.get("conf"), run.get("data_interval_end"))
+    end = day_end(run.get("conf"), run.get("data_interval_start"), run.get("data_interval_end"))
     return {
         "deadline_id": str(deadline["id"]) if deadline.get("id") else "",
         "dag_id": run.get("dag_id"),
