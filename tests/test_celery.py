@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -212,6 +212,33 @@ class Cluster:
     def runs(self, dag_id: str) -> list[dict]:
         """The DAG's runs."""
         return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns", limit=200)["dag_runs"]
+
+    def wait_until(
+        self,
+        what: str,
+        check: Callable[[], Any],
+        timeout: float = RUN_TIMEOUT,
+        dag_id: str | None = None,
+        every: float = 2.0,
+    ) -> Any:
+        """Poll ``check`` until it returns something truthy, and return that; fail naming
+        ``what``, with ``dag_id``'s diagnosis, or else every component's log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = check()
+            if found:
+                return found
+            self.check_alive()
+            if time.monotonic() > deadline:
+                logs = "\n".join(
+                    f"--- {name}\n{tail(self.home / 'proc-logs' / f'{name}.log')}"
+                    for name in self.procs
+                )
+                pytest.fail(
+                    f"{what}: not after {timeout:.0f} s\n"
+                    + (self.diagnose(dag_id) if dag_id else logs)
+                )
+            time.sleep(every)
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = RUN_TIMEOUT) -> dict:
         """Poll a DAG run until it succeeds or fails."""
@@ -542,20 +569,16 @@ def test_a_missed_nightly_deadline_fires_its_callback_on_a_worker(cluster: Clust
         "/api/v2/dags/nightly_deadline/dagRuns",
         {"dag_run_id": run_id, "logical_date": None, "conf": {"day": late.isoformat()}},
     )
-    found: tuple | None = None
-    give_up = time.monotonic() + RUN_TIMEOUT
-    while found is None:
+
+    def recorded():
         with warehouse.connect(dsn) as conn:
-            found = conn.execute(
+            return conn.execute(
                 "SELECT deadline_id, dag_id, run_type, dt, deadline_time, missing"
                 " FROM monitoring.deadline_misses WHERE run_id = %s",
                 (run_id,),
             ).fetchone()
-        if found is None:
-            cluster.check_alive()
-            if time.monotonic() > give_up:
-                pytest.fail("no deadline miss recorded\n" + cluster.diagnose("nightly_deadline"))
-            time.sleep(2)
+
+    found = cluster.wait_until("a recorded deadline miss", recorded, dag_id="nightly_deadline")
     deadline_id, dag_id, run_type, day, deadline_time, what = found
     assert (dag_id, run_type, day) == ("nightly_deadline", "manual", late)
     assert deadline_time == due, "due chain_due_hours after the run's day ended"

@@ -138,19 +138,7 @@ def _wait_for_login(cluster: Cluster) -> None:
 
 
 def _wait(what: str, check, cluster: Cluster, timeout: float, dag_id: str | None = None):
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        cluster.check_alive()
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"{what}: not after {timeout:.0f} s\n"
-                + (cluster.diagnose(dag_id) if dag_id else "")
-                + tail(cluster.home / "proc-logs" / "standalone.log")
-            )
-        time.sleep(3)
+    return cluster.wait_until(what, check, timeout, dag_id, every=3.0)
 
 
 def test_make_airflow_prints_the_login_and_parses_every_dag(standalone: Cluster) -> None:
