@@ -1110,10 +1110,15 @@ def ingest_day(
                     res.files.append(loader.load_file(ds, path))
                 if ds.is_event:
                     loader.index_event_stage(ds)
-                    # statistics first: the duplicate checks then probe the event_key index
-                    # (and the day carries fresh statistics once swapped in)
+                    # Statistics first: the duplicate checks then probe the event_key index
+                    # (and the day carries fresh statistics once swapped in). VACUUM sets the
+                    # visibility map too: without it the keys table is filled by an
+                    # index-only scan that fetches every heap row at random (5 s of a
+                    # 2.5M-row day, against 0.3 s), and later readers set the hint bits.
                     conn.execute(
-                        sql.SQL("ANALYZE {}").format(warehouse.qualified(_stage_name(ds, day)))
+                        sql.SQL("VACUUM (ANALYZE) {}").format(
+                            warehouse.qualified(_stage_name(ds, day))
+                        )
                     )
                     removed = loader.settle_event_duplicates(ds)
                 else:
