@@ -3,13 +3,18 @@
 -- Reads the day's raw.listening_events partition (plus the 30 minutes before it, to tell a
 -- new session from one that started before midnight) and the catalogue as of the day
 -- (temporary table catalogue, made by the caller from raw.track_versions).
+-- One pass in play order: the catalogue is joined before the sort, and each session's span
+-- is a window over that order, so the final GROUP BY reads the rows already sorted. (Joining
+-- the catalogue after the windows, and a second aggregate for the spans, re-sorted every
+-- play: 9.5 s against 7.4 s for a 2.7M-play day, same rows.)
 INSERT INTO {stage}
 WITH plays AS (
     SELECT e.user_id, e.track_id, e.played_at, e.ms_played, e.track_duration_ms, e.skipped,
-           e.liked, e.shared, e.context_type, e.device_type,
+           e.liked, e.shared, e.context_type, e.device_type, c.artist_id, c.genre,
            lag(e.played_at) OVER (PARTITION BY e.user_id ORDER BY e.played_at, e.event_key)
                AS prev_at
     FROM raw.listening_events e
+    LEFT JOIN catalogue c ON c.track_id = e.track_id
     WHERE e.played_at >= %(lo)s AND e.played_at < %(hi)s
 ),
 before_day AS (
@@ -30,17 +35,16 @@ numbered AS (
                ROWS UNBOUNDED PRECEDING) AS session_no
     FROM marked m
 ),
-spans AS (
-    SELECT user_id,
-           sum(span_ms)::bigint AS session_ms
-    FROM (
-        SELECT user_id, session_no,
-               extract(epoch FROM max(played_at + ms_played * interval '1 millisecond')
-                                  - min(played_at)) * 1000 AS span_ms
-        FROM numbered
-        GROUP BY user_id, session_no
-    ) s
-    GROUP BY user_id
+sessions AS (
+    -- each session's span, carried by one of its rows (row_number 1)
+    SELECT n.*,
+           CASE WHEN row_number() OVER s = 1 THEN
+               extract(epoch FROM max(n.played_at + n.ms_played * interval '1 millisecond')
+                                      OVER s
+                                  - min(n.played_at) OVER s) * 1000
+           END AS span_ms
+    FROM numbered n
+    WINDOW s AS (PARTITION BY n.user_id, n.session_no)
 )
 SELECT
     %(day)s::date AS dt,
@@ -68,16 +72,14 @@ SELECT
     count(*) FILTER (WHERE extract(hour FROM n.played_at AT TIME ZONE 'UTC') < 6)
         AS night_plays,
     count(*) FILTER (WHERE n.starts_session) AS sessions,
-    max(s.session_ms) AS session_ms,
+    sum(n.span_ms)::bigint AS session_ms,
     min(n.played_at) AS first_play_at,
     max(n.played_at) AS last_play_at,
     array_agg(DISTINCT hashtext(n.track_id)) AS track_keys,
-    coalesce(array_agg(DISTINCT hashtext(c.artist_id)) FILTER (WHERE c.artist_id IS NOT NULL),
+    coalesce(array_agg(DISTINCT hashtext(n.artist_id)) FILTER (WHERE n.artist_id IS NOT NULL),
              ARRAY[]::integer[]) AS artist_keys,
-    coalesce(array_agg(DISTINCT c.genre) FILTER (WHERE c.genre IS NOT NULL),
+    coalesce(array_agg(DISTINCT n.genre) FILTER (WHERE n.genre IS NOT NULL),
              ARRAY[]::text[]) AS genres,
     %(run_id)s AS run_id
-FROM numbered n
-JOIN spans s USING (user_id)
-LEFT JOIN catalogue c ON c.track_id = n.track_id
+FROM sessions n
 GROUP BY n.user_id
