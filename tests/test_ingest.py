@@ -424,6 +424,24 @@ def test_reingest_leaves_identical_checksums(warehouse_dsn, landing_root) -> Non
     assert scalar(warehouse_dsn, "SELECT count(*) FROM raw.ingest_runs") == 4
 
 
+def test_the_swapped_in_day_is_vacuumed(warehouse_dsn, landing_root) -> None:
+    """The day arrives with its visibility map set: filling the keys table then reads the
+    stage's event_key index without fetching every heap row (and readers need not set
+    hint bits on every page)."""
+    write_day(
+        landing_root, plays=[good_play(f"v{i}", 1 + i % 3, "t1", DAY, i % 24) for i in range(3000)]
+    )
+    ingest.ingest_day(DAY)
+    partition = warehouse.partition_name("raw.listening_events", DAY)
+    pages, visible = scalar(
+        warehouse_dsn,
+        "SELECT ARRAY[relpages, relallvisible] FROM pg_class WHERE oid = %s::regclass",
+        (partition,),
+    )
+    assert pages > 1
+    assert visible == pages
+
+
 def test_redelivered_day_replaces_the_old_one(warehouse_dsn, landing_root) -> None:
     write_day(
         landing_root,
