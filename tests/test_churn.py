@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -182,8 +183,11 @@ def test_long_horizons_calibrate_on_their_own_dates_held_out_of_training() -> No
     day = first + timedelta(days=200)
     splits = plan_splits(day, cfg, first)
     late = splits.late_calibration[90]
+    w = cfg.window
     assert late[-1] == labels.last_fully_labelled_day(90, day)
-    assert len(late) == cfg.window.calibration_days
+    assert late[0] >= late[-1] - timedelta(days=w.late_calibration_days - 1)
+    assert len(late) == -(-w.late_calibration_days // w.late_calibration_stride)
+    assert all((b - a).days == w.late_calibration_stride for a, b in pairwise(late))
     assert not set(late) & set(splits.train)
     assert not set(late) & set(splits.calibration) and not set(late) & set(splits.holdout)
     assert splits.calibration_for(90) == late
@@ -191,6 +195,26 @@ def test_long_horizons_calibrate_on_their_own_dates_held_out_of_training() -> No
     assert set(late) <= set(splits.all) and set(late) <= set(splits.calibration_all)
     assert 30 not in splits.late_calibration  # split horizon: the shared dates know it
 
+    # a shorter history keeps the days it holds, never one closer to the first feature day
+    # than min_history_days
+    day = first + timedelta(days=140)
+    shorter = plan_splits(day, cfg, first).late_calibration[90]
+    earliest = first + timedelta(days=w.min_history_days)
+    assert shorter[-1] == labels.last_fully_labelled_day(90, day)
+    assert shorter[0] >= earliest > shorter[0] - timedelta(days=w.late_calibration_stride)
+
     short = plan_splits(first + timedelta(days=130), cfg, first)
     assert short.late_calibration == {}
     assert short.calibration_for(90) == short.calibration
+
+
+def test_churn_config_refuses_an_unknown_late_calibration() -> None:
+    from ml_tasks.churn import ChurnConfig
+    from ml_tasks.churn.config import ChurnConfigError
+
+    with pytest.raises(ChurnConfigError, match="late_method"):
+        ChurnConfig.from_dict({"calibration": {"late_method": "beta"}})
+    with pytest.raises(ChurnConfigError, match="late_calibration_stride"):
+        ChurnConfig.from_dict(
+            {"window": {"late_calibration_days": 4, "late_calibration_stride": 5}}
+        )

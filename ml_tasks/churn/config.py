@@ -23,6 +23,11 @@ class WindowConfig:
     split_horizon: int = 30
     holdout_days: int = 7
     calibration_days: int = 7
+    #: Horizons longer than split_horizon calibrate on their own dates: every
+    #: ``late_calibration_stride``-th day of the ``late_calibration_days`` days ending on the
+    #: latest date whose labels at that horizon are known.
+    late_calibration_days: int = 7
+    late_calibration_stride: int = 1
     lookback_days: int = 60
     stride_days: int = 2
     min_history_days: int = 14
@@ -41,6 +46,8 @@ class GbmConfig:
 @dataclass(frozen=True)
 class CalibrationConfig:
     method: str = "isotonic"
+    #: Method for the horizons longer than the split horizon (default: ``method``).
+    late_method: str | None = None
     min_rows: int = 200
     min_positives: int = 20
 
@@ -93,6 +100,17 @@ class ChurnConfig:
             raise ChurnConfigError("gate.horizon must be one of the horizons")
         if self.calibration.method not in ("isotonic", "platt"):
             raise ChurnConfigError("calibration.method must be isotonic or platt")
+        if self.calibration.late_method not in (None, "isotonic", "platt"):
+            raise ChurnConfigError("calibration.late_method must be isotonic or platt")
+        w = self.window
+        if (
+            w.late_calibration_days < 1
+            or not 1 <= w.late_calibration_stride <= w.late_calibration_days
+        ):
+            raise ChurnConfigError(
+                "window.late_calibration_days must be >= 1 and late_calibration_stride"
+                " between 1 and late_calibration_days"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChurnConfig:

@@ -6,9 +6,12 @@ see :mod:`ml_tasks.labels`):
 - **holdout**: the ``holdout_days`` latest scoring dates whose ``split_horizon`` labels are
   known for every user, i.e. ending on day - split_horizon - 29;
 - **calibration**: the ``calibration_days`` dates before them, for every horizon whose
-  labels they know (up to ``split_horizon``). A longer horizon H gets its own
-  ``calibration_days`` dates, the latest whose H-labels are known for every user; they
-  are taken out of training. When the history is too short for them, H stays uncalibrated;
+  labels they know (up to ``split_horizon``). A longer horizon H gets its own dates:
+  every ``late_calibration_stride``-th of the ``late_calibration_days`` days (fewer if the
+  history is shorter) ending on the latest date whose H-labels are known for every user,
+  calibrated with
+  ``calibration.late_method``; they are taken out of training. When the history is too
+  short for them, H stays uncalibrated;
 - **training**: up to ``lookback_days`` dates before those, every ``stride_days``-th one,
   never closer than ``min_history_days`` to the first feature day.
 
@@ -116,8 +119,10 @@ def plan_splits(day: date, cfg: ChurnConfig, first_feature_day: date) -> Splits:
         if h <= w.split_horizon:
             continue
         last = labels.last_fully_labelled_day(h, day)
-        dates = days(last - timedelta(days=w.calibration_days - 1), last)
-        if dates[0] >= earliest:
+        # as many of the days as the history holds (min_rows decides if they are enough)
+        first = max(earliest, last - timedelta(days=w.late_calibration_days - 1))
+        dates = days(first, last, w.late_calibration_stride)
+        if dates:
             late[h] = dates
     held = {d for dates in late.values() for d in dates}
     kept = [d for d in train if d not in held]
@@ -252,8 +257,11 @@ def _calibrate(
             cal["dt"].isin(splits.calibration_for(h)) & (cal["dt"] <= last) & cal[col].notna()
         ).to_numpy()
         y = cal[col].to_numpy()[mask].astype(int)
+        method = cfg.calibration.method
+        if h in splits.late_calibration:
+            method = cfg.calibration.late_method or method
         if mask.sum() >= cfg.calibration.min_rows and y.sum() >= cfg.calibration.min_positives:
-            model.calibrators[h] = fit_calibrator(cfg.calibration.method, raw[mask, i], y)
+            model.calibrators[h] = fit_calibrator(method, raw[mask, i], y)
         else:
             model.calibrators[h] = HorizonCalibrator("identity")
 
