@@ -234,6 +234,24 @@ def _first_of_runs(ordered: np.ndarray) -> np.ndarray:
 
 _KEY_COLUMNS = {"tracks": "track_keys", "artists": "artist_keys"}
 
+#: One chunk of users' activity rows as arrays: per row its user, age and number of keys of
+#: each kind, and per kind every key, row after row. One statement, so one snapshot: the
+#: materialized rows are read in one order by every aggregate. (Aggregating user and age per
+#: key, as before, built three arrays of every key: twice the server's time.)
+_KEY_CHUNK_QUERY = sql.SQL(
+    """WITH r AS MATERIALIZED (
+        SELECT user_id, %(day)s - dt AS age, track_keys, artist_keys
+        FROM features.user_activity_daily
+        WHERE dt BETWEEN %(first)s AND %(day)s AND user_id BETWEEN %(lo)s AND %(hi)s
+    )
+    SELECT (SELECT array_agg(user_id) FROM r) AS users,
+           (SELECT array_agg(age) FROM r) AS ages,
+           (SELECT array_agg(cardinality(track_keys)) FROM r) AS n_track_keys,
+           (SELECT array_agg(k) FROM r, unnest(r.track_keys) k) AS track_keys,
+           (SELECT array_agg(cardinality(artist_keys)) FROM r) AS n_artist_keys,
+           (SELECT array_agg(k) FROM r, unnest(r.artist_keys) k) AS artist_keys"""
+)
+
 
 def _make_key_counts(conn: psycopg.Connection, day: date) -> None:
     """Temporary table ``user_key_counts``: per user with any track played in the
@@ -244,7 +262,8 @@ def _make_key_counts(conn: psycopg.Connection, day: date) -> None:
     arrays, counted in numpy instead: that hash aggregate over every (user, key) pair of
     the window spilled to disk and took most of ``user_daily``. Users are read in chunks of
     about :data:`KEY_CHUNK_ELEMENTS` key elements (by the primary key's user-id ranges),
-    each chunk as three aggregated arrays, so memory does not grow with the users.
+    each chunk in one statement as a few arrays (:data:`_KEY_CHUNK_QUERY`), so memory does
+    not grow with the users.
     """
     import numpy as np
     import pyarrow as pa
@@ -268,25 +287,22 @@ def _make_key_counts(conn: psycopg.Connection, day: date) -> None:
     )
     for first_user, last_user in key_chunks(sizes["user_id"], sizes["n"], KEY_CHUNK_ELEMENTS):
         params = {**window, "lo": first_user, "hi": last_user}
+        chunk = warehouse.read_int_arrays(conn, _KEY_CHUNK_QUERY, params)
         columns: dict[str, np.ndarray] = {}
         ids = None
         for kind, column in _KEY_COLUMNS.items():
-            sightings = warehouse.read_int_arrays(
-                conn,
-                sql.SQL(
-                    "SELECT array_agg(user_id) AS users, array_agg(age) AS ages,"
-                    " array_agg(k) AS keys FROM ("
-                    " SELECT user_id, %(day)s - dt AS age, k"
-                    " FROM features.user_activity_daily, unnest({column}) k"
-                    " WHERE dt BETWEEN %(first)s AND %(day)s"
-                    " AND user_id BETWEEN %(lo)s AND %(hi)s AND k IS NOT NULL) q"
-                ).format(column=sql.Identifier(column)),
-                params,
-            )
+            counts_per_row = chunk[f"n_{column}"]
+            keys = chunk[column]
+            if int(counts_per_row.sum()) != len(keys):
+                raise RuntimeError(
+                    f"user_key_counts: {len(keys)} {column} elements for rows announcing"
+                    f" {int(counts_per_row.sum())} ({window['first']}..{day})"
+                )
             kind_ids, counts = distinct_key_counts(
-                sightings["users"], sightings["ages"], sightings["keys"]
+                np.repeat(chunk["users"], counts_per_row),
+                np.repeat(chunk["ages"], counts_per_row),
+                keys,
             )
-            del sightings
             if ids is None:  # every user with a key has a track key (artists need a track)
                 ids = kind_ids
             else:
@@ -300,6 +316,7 @@ def _make_key_counts(conn: psycopg.Connection, day: date) -> None:
             full[np.searchsorted(ids, kind_ids)] = counts
             for j, w in enumerate(KEY_WINDOWS):
                 columns[f"{kind}_{w}"] = full[:, j]
+        del chunk
         if ids is None or len(ids) == 0:
             continue
         data = pa.table(
