@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ml_tasks.utc_days import day_end
 from ml_tasks.yaml_config import load_flat
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class DeadlineConfig:
 
     def due(self, day: date) -> datetime:
         """When ``day``'s chain is due (UTC)."""
-        return datetime.combine(day + timedelta(days=1), time(0), UTC) + self.due_after_day_end
+        return day_end(day) + self.due_after_day_end
 
 
 def chain_missing(day: date, dsn: str | None = None) -> list[str]:

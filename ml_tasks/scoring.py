@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from psycopg import sql
 from ml_tasks import contract, features, interventions, registry, warehouse
 from ml_tasks.churn import explain
 from ml_tasks.settings import get_settings
+from ml_tasks.utc_days import day_end
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,6 @@ class ScoringConfig:
             tags={k: {c: float(t) for c, t in v.items()} for k, v in doc["tags"].items()},
             reasons_method=method,
         )
-
-
-def day_end(day: date) -> datetime:
-    """The instant day ``day`` closed (D+1 00:00 UTC): the model and features as of then."""
-    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
 
 
 def segments(frame: pd.DataFrame, config: ScoringConfig) -> np.ndarray:

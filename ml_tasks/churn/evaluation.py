@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -103,13 +102,3 @@ def true_hazard_comparison(
         "daily_hazard_only_auc": hazard_auc,
         "days": sorted({d.isoformat() for d in frame["dt"]}),
     }
-
-
-def days(first, last, stride: int = 1) -> list:
-    """Dates first .. last (inclusive) every ``stride`` days, newest kept."""
-    out = []
-    d = last
-    while d >= first:
-        out.append(d)
-        d -= timedelta(days=stride)
-    return sorted(out)

@@ -36,7 +36,7 @@ import pandas as pd
 
 from ml_tasks import labels, registry, training_inputs, warehouse
 from ml_tasks.churn.config import ChurnConfig
-from ml_tasks.churn.evaluation import binary_metrics, days
+from ml_tasks.churn.evaluation import binary_metrics
 from ml_tasks.churn.model import (
     NON_FEATURES,
     ChurnModel,
@@ -45,6 +45,7 @@ from ml_tasks.churn.model import (
     fit_calibrator,
     fit_hazard,
 )
+from ml_tasks.utc_days import days
 
 log = logging.getLogger(__name__)
 

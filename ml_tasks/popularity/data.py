@@ -78,14 +78,6 @@ def lag_column(k: int) -> str:
     return f"lag_{k}"
 
 
-def days(first: date, last: date, stride: int = 1) -> list[date]:
-    """``first``..``last`` inclusive, every ``stride``-th day counted back from ``last``."""
-    if last < first:
-        return []
-    n = (last - first).days
-    return sorted(last - timedelta(days=k) for k in range(0, n + 1, stride))
-
-
 def _date_list(dates: list[date]) -> str:
     return ", ".join(f"DATE '{d.isoformat()}'" for d in sorted(set(dates)))
 

@@ -38,7 +38,7 @@ import pandas as pd
 
 from ml_tasks import registry, training_inputs, warehouse
 from ml_tasks.popularity.config import PopularityConfig
-from ml_tasks.popularity.data import build_examples, days, naive_column, target_column
+from ml_tasks.popularity.data import build_examples, naive_column, target_column
 from ml_tasks.popularity.model import (
     PopularityModel,
     feature_names,
@@ -47,6 +47,7 @@ from ml_tasks.popularity.model import (
     prediction_column,
     wape,
 )
+from ml_tasks.utc_days import days
 
 log = logging.getLogger(__name__)
 

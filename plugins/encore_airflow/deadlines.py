@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.definitions.deadline import BaseDeadlineReference, deadline_reference
@@ -43,6 +43,7 @@ def day_end(conf: Any, data_interval_start: Any, data_interval_end: Any) -> date
     from types import SimpleNamespace
 
     from encore_airflow.common import run_day
+    from ml_tasks.utc_days import day_end as utc_day_end
 
     conf = conf if isinstance(conf, dict) else {}
     start, end = _as_utc(data_interval_start), _as_utc(data_interval_end)
@@ -55,7 +56,7 @@ def day_end(conf: Any, data_interval_start: Any, data_interval_end: Any) -> date
             "data_interval_end": end,
         }
     )
-    return datetime.combine(day + timedelta(days=1), time(0), UTC)
+    return utc_day_end(day)
 
 
 @deadline_reference()
