@@ -1114,7 +1114,8 @@ def ingest_day(
                     # (and the day carries fresh statistics once swapped in). VACUUM sets the
                     # visibility map too: without it the keys table is filled by an
                     # index-only scan that fetches every heap row at random (5 s of a
-                    # 2.5M-row day, against 0.3 s), and later readers set the hint bits.
+                    # 2.5M-row day, against 0.3 s), and readers of the day would each set
+                    # hint bits on every page.
                     conn.execute(
                         sql.SQL("VACUUM (ANALYZE) {}").format(
                             warehouse.qualified(_stage_name(ds, day))

@@ -9,9 +9,8 @@ see :mod:`ml_tasks.labels`):
   labels they know (up to ``split_horizon``). A longer horizon H gets its own dates:
   every ``late_calibration_stride``-th of the ``late_calibration_days`` days (fewer if the
   history is shorter) ending on the latest date whose H-labels are known for every user,
-  calibrated with
-  ``calibration.late_method``; they are taken out of training. When the history is too
-  short for them, H stays uncalibrated;
+  calibrated with ``calibration.late_method``; they are taken out of training. When the
+  history is too short for them, H stays uncalibrated;
 - **training**: up to ``lookback_days`` dates before those, every ``stride_days``-th one,
   never closer than ``min_history_days`` to the first feature day.
 
