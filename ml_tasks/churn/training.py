@@ -44,7 +44,7 @@ from ml_tasks.churn.model import (
     fit_calibrator,
     fit_hazard,
 )
-from ml_tasks.utc_days import days
+from ml_tasks.utc_days import day_end, days
 
 log = logging.getLogger(__name__)
 
@@ -401,8 +401,7 @@ def _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
     # Models become champion at the logical end of their training day, so that scoring day
     # D (which asks for the champion when D closed) uses a model trained on data up to D,
     # and a backfill of scores reproduces history. The champion to beat is the one then.
-    day_closed = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-    promote_at = promote_at or day_closed
+    promote_at = promote_at or day_end(day)
     champ_record = registry.champion(MODEL_NAME, promote_at, dsn=target)
     champ_metrics, champ_error = None, None
     if champ_record is not None:
