@@ -242,33 +242,22 @@ class Cluster:
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = RUN_TIMEOUT) -> dict:
         """Poll a DAG run until it succeeds or fails."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def finished() -> dict | None:
             run = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-            if run["state"] in ("success", "failed"):
-                return run
-            self.check_alive()
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"{dag_id} {run_id} still {run['state']} after {timeout:.0f}s\n"
-                    + self.diagnose(dag_id)
-                )
-            time.sleep(2)
+            return run if run["state"] in ("success", "failed") else None
+
+        return self.wait_until(f"{dag_id} {run_id} finished", finished, timeout, dag_id)
 
     def wait_for_backfill(self, backfill_id: int, timeout: float = RUN_TIMEOUT) -> dict:
         """Poll a backfill until the scheduler marks it completed."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def completed() -> dict | None:
             backfill = self.request("GET", f"/api/v2/backfills/{backfill_id}")
-            if backfill["completed_at"]:
-                return backfill
-            self.check_alive()
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"backfill {backfill_id} not completed after {timeout:.0f}s\n"
-                    + self.diagnose(backfill["dag_id"])
-                )
-            time.sleep(2)
+            return backfill if backfill["completed_at"] else None
+
+        dag_id = self.request("GET", f"/api/v2/backfills/{backfill_id}")["dag_id"]
+        return self.wait_until(f"backfill {backfill_id} completed", completed, timeout, dag_id)
 
     def diagnose(self, dag_id: str) -> str:
         """Task states, failed task logs and component logs, for a failure message."""
