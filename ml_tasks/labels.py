@@ -31,6 +31,11 @@ information is kept in the survival columns instead:
   contract's window starting at D − 28). The censoring point of a free user is
   as_of − 29 − D (the last decided churn day), of a paying user as_of − D.
 - ``event``: the churn was observed within the largest horizon.
+- ``observed``: the censoring point, capped at the largest horizon: the outcome of every
+  day after D up to and including D + ``observed`` is decided as of ``as_of`` (0 when none
+  is). A hazard model may only count a day band as an event *or* a survival when the band
+  ends by ``observed``: counting a band cut by censoring only when it holds the churn
+  would overstate that band's hazard.
 
 So for every horizon H: label_H = 1 ⇔ event ∧ duration ≤ H; label_H = 0 ⇒ duration ≥ H with
 the window fully observed.
@@ -153,7 +158,8 @@ SELECT user_id, dt, is_paying, churn_day,
        {labels},
        churn_day IS NOT NULL AS event,
        CASE WHEN churn_day IS NOT NULL THEN greatest(churn_day - dt, 1)
-            ELSE greatest(least(observed_days, %(max_h)s), 0) END AS duration
+            ELSE greatest(least(observed_days, %(max_h)s), 0) END AS duration,
+       greatest(least(observed_days, %(max_h)s), 0) AS observed
 FROM joined
 ORDER BY dt, user_id
 """
@@ -177,8 +183,8 @@ def churn_labels(
 
     Returns one row per (user_id, dt) of ``features.user_daily`` for those dates, with
     ``is_paying``, ``label_<H>`` per horizon (nullable boolean: NULL = censored),
-    ``churn_day`` (the churn counted, if observed within the largest horizon), ``event``
-    and ``duration`` (the survival view, see the module docstring).
+    ``churn_day`` (the churn counted, if observed within the largest horizon), ``event``,
+    ``duration`` and ``observed`` (the survival view, see the module docstring).
     """
     dates = sorted(set(dates))
     horizons = sorted({int(h) for h in horizons})
@@ -209,6 +215,7 @@ def churn_labels(
     frame["is_paying"] = frame["is_paying"].astype(bool)
     frame["event"] = frame["event"].astype(bool)
     frame["duration"] = frame["duration"].astype("int64")
+    frame["observed"] = frame["observed"].astype("int64")
     frame["dt"] = pd.to_datetime(frame["dt"]).dt.date
     log.info("churn labels for %d scoring dates as of %s: %d rows", len(dates), as_of, len(frame))
     return frame

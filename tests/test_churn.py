@@ -218,3 +218,38 @@ def test_churn_config_refuses_an_unknown_late_calibration() -> None:
         ChurnConfig.from_dict(
             {"window": {"late_calibration_days": 4, "late_calibration_stride": 5}}
         )
+
+
+def test_person_periods_keep_only_bands_observed_to_their_end() -> None:
+    """A band cut by censoring is left out whether or not it holds the churn: keeping the
+    cut bands that hold one would count a band's early churns and none of its survivors."""
+    from ml_tasks.churn.model import BAND_COLUMN, person_periods
+
+    X = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]})
+    # churn on day 5, seen through 90 | churn on day 9 seen through 10 (band 14 cut)
+    # | no churn, seen through 12 | churn on day 3 seen through 3 (band 7 cut)
+    duration = np.array([5, 9, 12, 3])
+    event = np.array([True, True, False, True])
+    observed = np.array([90, 10, 12, 3])
+    rows, target = person_periods(X, duration, event, observed, (7, 14, 21))
+    got = sorted(zip(rows["x"], rows[BAND_COLUMN], target, strict=True))
+    assert got == [(1.0, 7.0, 1), (2.0, 7.0, 0), (3.0, 7.0, 0)]
+
+
+def test_band_hazards_from_person_periods_are_unbiased_under_censoring() -> None:
+    """Constant daily hazard, censoring spread over every band: the share of events among
+    each band's person-period rows estimates the true band hazard."""
+    from ml_tasks.churn.model import BAND_COLUMN, person_periods
+
+    rng = np.random.default_rng(7)
+    n, daily = 200_000, 0.01
+    churn_day = rng.geometric(daily, n)
+    censor = rng.integers(1, 91, n)
+    event = churn_day <= np.minimum(censor, 90)
+    duration = np.where(event, churn_day, np.minimum(censor, 90))
+    edges = (7, 14, 21, 30, 45, 60, 75, 90)
+    rows, target = person_periods(pd.DataFrame({"x": np.zeros(n)}), duration, event, censor, edges)
+    for start, end in zip((0, *edges[:-1]), edges, strict=True):
+        in_band = rows[BAND_COLUMN].to_numpy() == end
+        true_hazard = 1 - (1 - daily) ** (end - start)
+        assert abs(target[in_band].mean() - true_hazard) < 0.1 * true_hazard + 0.003, end

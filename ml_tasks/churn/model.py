@@ -1,15 +1,18 @@
 """The churn model: a discrete-time hazard over day bands, calibrated per horizon.
 
 Each entity row (user, scoring date D) becomes one *person-period* row per band
-(0, 7], (7, 14], ..., (75, 90] in which the user was still at risk and which was observed:
-the target is "churned in this band". A gradient-boosted classifier (XGBoost, LightGBM or
-CatBoost; the band's end is one of its inputs) learns the band hazard h_b(x), and
+(0, 7], (7, 14], ..., (75, 90] in which the user was still at risk and which was observed
+to its end: the target is "churned in this band". A gradient-boosted classifier (XGBoost,
+LightGBM or CatBoost; the band's end is one of its inputs) learns the band hazard h_b(x),
+and
 
     P(churn within H) = 1 - prod_{b: end_b <= H} (1 - h_b(x))
 
 is non-decreasing in H by construction. Censored rows contribute exactly the bands they
-were observed through; a band cut by censoring is left out (it is neither an event nor a
-survival).
+were observed through; a band cut by censoring is left out, *whether or not it holds the
+churn*. Keeping the cut bands that hold a churn (and only those) would count that band's
+early churns and none of its survivors: on the rows whose censoring falls inside a late
+band, its hazard would come out near 1.
 
 Calibration maps each horizon's probability through an isotonic (or Platt) curve fitted on
 a later, separate set of scoring dates. Separate curves per horizon could cross, so after
@@ -57,23 +60,28 @@ def encode(frame: pd.DataFrame, feature_names: list[str]) -> pd.DataFrame:
 
 
 def person_periods(
-    X: pd.DataFrame, duration: np.ndarray, event: np.ndarray, edges: tuple[int, ...]
+    X: pd.DataFrame,
+    duration: np.ndarray,
+    event: np.ndarray,
+    observed: np.ndarray,
+    edges: tuple[int, ...],
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Expand entity rows into (row, band) rows with the band's event indicator.
 
-    A band (start, end] is kept when the user was at risk at its start (no churn by then)
-    and it was either fully observed (duration >= end) or holds the churn.
+    ``duration`` is the days to the churn (``event``) or to censoring, ``observed`` the
+    days through which the outcome is known (:mod:`ml_tasks.labels`). A band (start, end]
+    is kept when the user was at risk at its start (no churn by then) and its outcome is
+    known to its end (``observed >= end``); its target is whether the churn fell in it.
     """
     starts = (0, *edges[:-1])
     parts, targets = [], []
     for start, end in zip(starts, edges, strict=True):
-        at_risk = duration > start
-        happened = event & at_risk & (duration <= end)
-        observed = at_risk & ((duration >= end) | happened)
-        rows = X.loc[observed].copy()
+        kept = (duration > start) & (observed >= end)
+        happened = event & (duration <= end)
+        rows = X.loc[kept].copy()
         rows[BAND_COLUMN] = float(end)
         parts.append(rows)
-        targets.append(happened[observed].astype(int))
+        targets.append(happened[kept].astype(int))
     return pd.concat(parts, ignore_index=True), np.concatenate(targets)
 
 
@@ -315,11 +323,12 @@ def fit_hazard(
     X: pd.DataFrame,
     duration: np.ndarray,
     event: np.ndarray,
+    observed: np.ndarray,
     edges: tuple[int, ...],
     gbm,
 ):
     """Fit one family's band-hazard classifier on person-period rows."""
-    pp, target = person_periods(X, duration, event, edges)
+    pp, target = person_periods(X, duration, event, observed, edges)
     est = make_estimator(family, gbm)
     est.fit(pp, target)
     return est

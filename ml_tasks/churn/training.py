@@ -289,18 +289,19 @@ def fit_models(
                 c
                 for c in train.columns
                 if c.startswith("label_")
-                or c in ("is_paying_label", "churn_day", "event", "duration")
+                or c in ("is_paying_label", "churn_day", "event", "duration", "observed")
             ]
         )
     )
     X = encode(train, names)
     duration = train["duration"].to_numpy()
     event = train["event"].to_numpy(dtype=bool)
+    observed = train["observed"].to_numpy()
     candidates: dict[str, ChurnModel] = {}
     seconds: dict[str, float] = {}
     for family in cfg.families:
         started = time.perf_counter()
-        est = fit_hazard(family, X, duration, event, cfg.band_edges, cfg.gbm)
+        est = fit_hazard(family, X, duration, event, observed, cfg.band_edges, cfg.gbm)
         model = ChurnModel(
             names,
             tuple(cfg.horizons),
