@@ -104,6 +104,41 @@ def test_probabilities_are_monotone_with_reasons(churn_world: ChurnWorld, traine
     assert all(name in model.feature_names for r in reasons for name, _ in r)
 
 
+def test_band_hazards_from_arrays_equal_the_classifiers_predict_proba(
+    churn_world: ChurnWorld, trained
+) -> None:
+    """Scoring feeds each library one float64 array; the probabilities must be exactly
+    those of the sklearn wrappers' ``predict_proba`` on the DataFrame, for every family."""
+    from ml_tasks.churn.model import BAND_COLUMN, ChurnModel, encode
+    from ml_tasks.churn.training import fit_models
+
+    dsn = trained["dsn"]
+    cfg = small_churn_config()
+    splits = plan_splits(churn_world.last_day, cfg, churn_world.start)
+    frame = load_dataset(churn_world.last_day, splits, cfg, dsn)
+    train = frame[frame["dt"].isin(splits.train)]
+    cal = frame[frame["dt"].isin(splits.calibration_all)].reset_index(drop=True)
+    holdout = frame[frame["dt"].isin(splits.holdout)].reset_index(drop=True)
+    _, info = fit_models(train, cal, holdout, cfg, churn_world.last_day, splits)
+    record = registry.champion("churn", datetime.now(UTC), dsn=dsn)
+    names = registry.load_churn_model(record).feature_names
+    X = encode(holdout, names)
+    models = {f: m for f, m in info["models"].items() if f in cfg.families}
+    assert set(models) == set(cfg.families)
+    for family, model in models.items():
+        assert isinstance(model, ChurnModel)
+        ((_, est),) = model.members
+        survival = np.ones(len(X))
+        expected = []
+        for end in model.band_edges:
+            Xb = X.copy()
+            Xb[BAND_COLUMN] = float(end)
+            survival = survival * (1.0 - est.predict_proba(Xb)[:, 1])
+            expected.append(1.0 - survival)
+        got = model.band_probabilities(holdout)
+        np.testing.assert_array_equal(got, np.column_stack(expected), err_msg=family)
+
+
 def test_worse_candidate_stays_candidate_and_champion_history(churn_world, trained) -> None:
     dsn = trained["dsn"]
     first = trained["result"]["version"]

@@ -200,24 +200,38 @@ class ChurnModel:
             raise KeyError(f"churn model inputs missing from the frame: {missing}")
         return encode(frame, self.feature_names)
 
-    def _cumulative(self, estimator, X: pd.DataFrame) -> np.ndarray:
-        """P(churn by the end of each band), shape (rows, bands)."""
-        survival = np.ones(len(X))
-        out = np.empty((len(X), len(self.band_edges)))
-        Xb = X.copy()
+    def _cumulative(self, family: str, estimator, inputs: np.ndarray) -> np.ndarray:
+        """P(churn by the end of each band), shape (rows, bands).
+
+        ``inputs``: the encoded features with a last column for the band's end, which this
+        overwrites band by band.
+        """
+        survival = np.ones(len(inputs))
+        out = np.empty((len(inputs), len(self.band_edges)))
         for j, end in enumerate(self.band_edges):
-            Xb[BAND_COLUMN] = float(end)
-            hazard = estimator.predict_proba(Xb)[:, 1]
-            survival = survival * (1.0 - hazard)
+            inputs[:, -1] = float(end)
+            survival *= 1.0 - band_hazard(family, estimator, inputs)
             out[:, j] = 1.0 - survival
         return out
 
-    def raw_probabilities(self, frame: pd.DataFrame) -> np.ndarray:
-        """Uncalibrated P(churn within H) per horizon, shape (rows, horizons)."""
+    def band_probabilities(self, frame: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated P(churn by the end of each band), averaged over the members,
+        shape (rows, bands)."""
         X = self._inputs(frame)
         if not len(X):
-            return np.zeros((0, len(self.horizons)))
-        cum = np.mean([self._cumulative(est, X) for _, est in self.members], axis=0)
+            return np.zeros((0, len(self.band_edges)))
+        # One C-ordered float64 matrix for every member and band: each library reads it as
+        # it is (the sklearn wrappers would convert a fresh DataFrame copy per call).
+        inputs = np.empty((len(X), len(self.feature_names) + 1))
+        inputs[:, :-1] = X.to_numpy(dtype=np.float64)
+        total = np.zeros((len(X), len(self.band_edges)))
+        for family, est in self.members:
+            total += self._cumulative(family, est, inputs)
+        return total / len(self.members)
+
+    def raw_probabilities(self, frame: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated P(churn within H) per horizon, shape (rows, horizons)."""
+        cum = self.band_probabilities(frame)
         idx = [self.band_edges.index(h) for h in self.horizons]
         return cum[:, idx]
 
@@ -316,6 +330,24 @@ class ChurnModel:
         return dict(
             sorted(zip(self.feature_names, total.tolist(), strict=True), key=lambda kv: -kv[1])
         )
+
+
+def band_hazard(family: str, estimator, inputs: np.ndarray) -> np.ndarray:
+    """P(churn in the band) per row from a fitted classifier of ``family``.
+
+    ``inputs`` is the float64 matrix of the model's columns in training order (features,
+    then the band's end). The same figures as ``estimator.predict_proba(frame)[:, 1]`` on
+    the equivalent DataFrame, through each library's own entry point for arrays: XGBoost
+    and CatBoost read float32 either way, LightGBM float64.
+    """
+    if family == "xgboost":
+        return estimator.get_booster().inplace_predict(inputs, validate_features=False)
+    if family == "lightgbm":
+        threads = estimator.n_jobs if (estimator.n_jobs or 0) > 0 else 0
+        return estimator.booster_.predict(inputs, num_threads=threads)
+    if family == "catboost":
+        return estimator.predict(inputs, prediction_type="Probability")[:, 1]
+    return estimator.predict_proba(inputs)[:, 1]
 
 
 def fit_hazard(

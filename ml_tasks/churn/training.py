@@ -336,6 +336,7 @@ def fit_models(
         "chosen": chosen_name,
         "candidates": metrics,
         "fit_seconds": seconds,
+        "models": candidates,
     }
 
 
