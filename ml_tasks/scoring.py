@@ -332,29 +332,32 @@ def reasons_json(columns: np.ndarray, contributions: np.ndarray, values: pd.Data
     """The reasons column: per row, ``[{feature, value, contribution}, ...]`` as JSON text.
 
     ``columns``/``contributions`` are :meth:`ChurnModel.top_reasons` (column indices into
-    ``values``, -1 for none). The text is assembled from pre-rendered pieces: each value is
-    rendered once per (row, reason) straight from its column's numpy array, never through
-    pandas cells or per-row dicts and ``json.dumps`` (together ~7 s per 100k users before).
+    ``values``, -1 for none; a row's -1s come after its reasons). The text is assembled
+    column-wise from pre-rendered pieces (numpy object arrays, one string operation per
+    reason slot, not per row): each value is rendered once per (row, reason) straight from
+    its column's numpy array, never through pandas cells, per-row dicts and ``json.dumps``.
     """
+    rows, slots = columns.shape
+    if rows == 0:
+        return []
     rendered = np.full(columns.shape, "null", dtype=object)
     for j in np.unique(columns[columns >= 0]).tolist():
         at = np.nonzero(columns == j)
         rendered[at] = _json_values(values.iloc[:, j].to_numpy()[at[0]])
-    names = [json.dumps(str(name)) for name in values.columns]
-    out = []
-    for cols, vals, texts in zip(
-        columns.tolist(), np.round(contributions, 4).tolist(), rendered.tolist(), strict=True
-    ):
-        out.append(
-            "["
-            + ", ".join(
-                f'{{"feature": {names[c]}, "value": {text}, "contribution": {v!r}}}'
-                for c, v, text in zip(cols, vals, texts, strict=True)
-                if c >= 0
-            )
-            + "]"
-        )
-    return out
+    names = np.array(
+        [f'{{"feature": {json.dumps(str(name))}, "value": ' for name in values.columns] + [""],
+        dtype=object,
+    )
+    rounded = np.round(contributions, 4)
+    out = np.full(rows, "[", dtype=object)
+    for k in range(slots):
+        present = columns[:, k] >= 0
+        if not present.any():
+            break
+        tails = [f', "contribution": {v!r}}}' for v in rounded[present, k].tolist()]
+        piece = names[columns[present, k]] + rendered[present, k] + np.array(tails, dtype=object)
+        out[present] += (", " + piece) if k else piece
+    return (out + "]").tolist()
 
 
 def _json_values(cells: np.ndarray) -> list[str]:
