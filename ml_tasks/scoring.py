@@ -440,14 +440,7 @@ def commit_churn(
         ranges = _id_ranges(conn, stage, chunk_users or get_settings().score_chunk_users)
 
         def staged_users(lo: int, hi: int) -> pd.DataFrame:
-            return warehouse.read_arrow(
-                conn,
-                sql.SQL(
-                    "SELECT user_id, p_churn_30d AS p_churn, plan, is_paying, segment"
-                    " FROM {} WHERE user_id >= %s AND user_id < %s ORDER BY user_id"
-                ).format(warehouse.qualified(stage)),
-                (lo, hi),
-            ).to_pandas()
+            return read_staged_users(conn, stage, lo, hi)
 
         # pass 1: the day's allocation, on narrow arrays
         best_net, best_cost = [], []
@@ -517,6 +510,48 @@ def commit_churn(
         "interventions_selected": int(chosen),
         "budget_spent": spent,
     }
+
+
+def read_staged_users(conn, stage: str, lo: int, hi: int) -> pd.DataFrame:
+    """``user_id``, ``p_churn`` (30 days), ``plan``, ``is_paying`` and ``segment`` of the
+    staged users in ``[lo, hi)``, by user id.
+
+    Read as fixed-width binary (:func:`ml_tasks.warehouse.read_numbers`), the plan and the
+    segment as their positions in the contract's plans and the segments, mapped back here:
+    the interventions' two passes read every staged user twice.
+    """
+    plans = np.asarray(contract.PLANS, dtype=object)
+    segments = np.asarray(interventions.SEGMENTS, dtype=object)
+    arrays = warehouse.read_numbers(
+        conn,
+        sql.SQL(
+            "SELECT user_id, p_churn_30d::float8 AS p_churn,"
+            " coalesce(array_position({plans}::text[], plan), 0)::float8 AS plan,"
+            " is_paying::int::float8 AS is_paying,"
+            " coalesce(array_position({segments}::text[], segment), 0)::float8 AS segment"
+            " FROM {stage} WHERE user_id >= {lo} AND user_id < {hi} ORDER BY user_id"
+        ).format(
+            plans=sql.Literal(list(contract.PLANS)),
+            segments=sql.Literal(list(interventions.SEGMENTS)),
+            stage=warehouse.qualified(stage),
+            lo=sql.Literal(int(lo)),
+            hi=sql.Literal(int(hi)),
+        ),
+        integers=("user_id",),
+    )
+    plan = arrays["plan"].astype(np.int64)
+    segment = arrays["segment"].astype(np.int64)
+    if (plan == 0).any() or (segment == 0).any():
+        raise ValueError(f"{stage}: staged users with a plan or segment Encore does not know")
+    return pd.DataFrame(
+        {
+            "user_id": arrays["user_id"],
+            "p_churn": arrays["p_churn"],
+            "plan": plans[plan - 1],
+            "is_paying": arrays["is_paying"].astype(bool),
+            "segment": segments[segment - 1],
+        }
+    )
 
 
 def _intervention_rows(day, plan, users, version, catalogue, run_id, now) -> pa.Table:
