@@ -292,11 +292,34 @@ def measure_floor(dsn: str, day: date) -> dict:
         out[f"write_{key}_rows"] = written["rows"]
         out[f"write_{key}_mb"] = written["mb"]
     out["read_seconds"] = min(out["read_binary_seconds"], out["read_arrow_seconds"])
+    out["predict_seconds"] = measure_predict(dsn, day)
     out["seconds"] = (
         out["read_seconds"] + out["write_churn_seconds"] + out["write_interventions_seconds"]
     )
     out["rows_per_s"] = out["feature_rows"] / out["seconds"]
     return out
+
+
+def measure_predict(dsn: str, day: date, chunk_users: int = 100_000) -> float:
+    """Seconds of the champion's bare ``predict`` (3 horizons, calibrated) over the day's
+    feature rows, chunk by chunk; reading the chunks is not timed. Not part of the I/O
+    floor: it says how much of the scoring time the model's own arithmetic takes."""
+    record = registry.champion(scoring.CHURN_MODEL, scoring.day_end(day), dsn=dsn)
+    model = registry.load_churn_model(record)
+    partition = warehouse.partition_name("features.user_daily", day)
+    columns = list(dict.fromkeys([*scoring.CONTEXT_COLUMNS, *model.feature_names]))
+    seconds = 0.0
+    with warehouse.connect(dsn) as conn:
+        ranges = scoring._id_ranges(conn, partition, chunk_users)
+        for k, (lo, hi) in enumerate(ranges):
+            values = scoring.read_features(conn, partition, columns, lo, hi)[model.feature_names]
+            if k == 0:
+                model.predict(values.head(10))  # the libraries' one-time set-up
+            started = time.perf_counter()
+            model.predict(values)
+            seconds += time.perf_counter() - started
+            del values
+    return seconds
 
 
 # --------------------------------------------------------------------------- to_sql
@@ -526,10 +549,25 @@ def print_report(report: dict) -> None:
     line("floor total (fastest read + both COPYs)", f["feature_rows"], f["seconds"])
     for t in report["to_sql"]:
         line(f"to_sql {t['table']} method={t['method']} (sample)", t["rows"], t["seconds"])
+    line("bare predict of the same features (3 horizons)", f["feature_rows"], f["predict_seconds"])
     print(
         f"\nscoring / floor rows/s: {f['ratio']:.2f} (target >= 0.50);"
         f" scoring is {f['seconds'] / s['seconds']:.0%} I/O floor time"
     )
+    print(
+        f"the model's bare predict takes {f['predict_seconds'] / f['seconds']:.2f}x the I/O"
+        f" floor: with nothing else to do, scoring could reach at most"
+        f" {f['seconds'] / (f['seconds'] + f['predict_seconds']):.2f} of the floor serially,"
+        f" {min(1.0, f['seconds'] / max(f['predict_seconds'], 1e-9)):.2f} overlapped"
+    )
+    copy_rows_s = f["write_churn_rows"] / f["write_churn_seconds"]
+    for t in report["to_sql"]:
+        if t["table"] == scoring.CHURN_TABLE:
+            print(
+                f"bare binary COPY of the scores.churn rows / to_sql method={t['method']}:"
+                f" {copy_rows_s / t['rows_per_s']:.1f}x (the most any COPY-based writer"
+                " of these rows gains over to_sql here)"
+            )
     for method, r in report["to_sql_ratio"].items():
         seconds = {
             t["table"]: t["extrapolated_seconds"] for t in report["to_sql"] if t["method"] == method
