@@ -293,6 +293,39 @@ def test_event_already_accepted_on_another_day_is_quarantined(warehouse_dsn, lan
     assert scalar(warehouse_dsn, "SELECT count(*) FROM raw.listening_events") == 3
 
 
+def test_cross_day_confirmation_probes_indexes_instead_of_scanning_the_history(
+    warehouse_dsn, landing_root
+) -> None:
+    """The few ids the keys table flags are confirmed against the other days' event_key
+    indexes. Their temp table must carry statistics: unanalyzed, the planner took it for
+    ~1,000 rows and hash-joined it with a scan of every row ever loaded (11 s a day on a
+    220-day world of 10M plays, growing with every day kept)."""
+    days = [DAY + timedelta(days=i) for i in range(3)]
+    for i, day in enumerate(days):
+        plays = [good_play(f"d{i}-{k}", 1 + k % 3, "t1", day, k % 24) for k in range(20_000)]
+        write_day(landing_root, day, plays=plays)
+        ingest.ingest_day(day)
+    last = DAY + timedelta(days=3)
+    plays = [good_play(f"n{k}", 1 + k % 3, "t1", last, k % 24) for k in range(20_000)]
+    write_day(landing_root, last, plays=[good_play("d0-7", day=last), *plays])
+    partitions = [warehouse.partition_name("raw.listening_events", d) for d in days]
+
+    def seq_scans() -> list[int]:
+        with warehouse.connect(warehouse_dsn) as conn:
+            return [
+                conn.execute(
+                    "SELECT seq_scan FROM pg_stat_user_tables WHERE relid = %s::regclass", (p,)
+                ).fetchone()[0]
+                for p in partitions
+            ]
+
+    before = seq_scans()
+    ingest.ingest_day(last)
+    q = quarantined(warehouse_dsn, "listening_events")
+    assert [r[4]["event_id"] for r in q] == ["d0-7"] and "on another day" in q[0][3][0]
+    assert seq_scans() == before
+
+
 def event_keys_match_partitions(dsn: str) -> bool:
     """The keys table holds exactly one (event_key, day) per accepted event, per dataset."""
     with warehouse.connect(dsn) as conn:
