@@ -77,6 +77,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         truth_out=Path(args.truth_out) if args.truth_out else None,
         bot_share=args.bot_share,
         preview_share=args.preview_share,
+        burn_in_days=args.burn_in_days,
     )
     _print(summary.to_dict())
 
@@ -418,6 +419,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--preview-share", type=float, default=0.5, help="share of tracks with a preview clip (wav)"
+    )
+    p.add_argument(
+        "--burn-in-days",
+        type=int,
+        default=0,
+        help="days the world runs before --start with nothing written, so the landing data"
+        " starts from a settled world rather than a freshly drawn one (default 0)",
     )
 
     p = add("ingest", cmd_ingest, "ingest landing day(s) into raw.* atomically")

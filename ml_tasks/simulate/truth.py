@@ -52,6 +52,8 @@ class TruthRecorder:
     cat: Catalogue
     start: dt.date
     days: int
+    #: World days before ``start`` (a burn-in): the world's day t is recorded as t - offset.
+    offset: int = 0
     _daily: list[dict[str, np.ndarray]] = field(default_factory=list)
     _cancels: list[tuple[np.ndarray, int, np.ndarray]] = field(default_factory=list)
     _latent: list[tuple[np.ndarray, int]] = field(default_factory=list)
@@ -65,7 +67,11 @@ class TruthRecorder:
         self.free_end = np.zeros((self.pop.n, self.days), dtype=bool)
 
     def add_day(self, t: int, res: DayResult) -> None:
-        self._daily.append(res.user_daily)
+        """Record landing day ``t`` (0 = ``start``)."""
+        daily = res.user_daily
+        if self.offset:
+            daily = {**daily, "day": daily["day"] - self.offset}
+        self._daily.append(daily)
         self._cancels.append((res.cancels["user_idx"], t, res.cancels["voluntary"]))
         self._latent.append((res.latent_dormancy, t))
         self.played[res.played, t] = True
@@ -197,7 +203,7 @@ class TruthRecorder:
                 "genre": pa.array(GENRES).take(pa.array(cat.genre.astype(np.int64))),
                 "labelled": pa.array(cat.labelled),
                 "has_preview": pa.array(cat.has_preview),
-                "release_date": _dates(self.start, cat.release_day.astype(np.int64)),
+                "release_date": _dates(self.start, cat.release_day.astype(np.int64) - self.offset),
             }
         )
 

@@ -100,6 +100,9 @@ class World:
     sub_key: int
     event_counter: int = 0
     sub_counter: int = 0
+    #: The first day whose tables are delivered: it carries every account and every track
+    #: released so far (the days before it are a burn-in whose tables are dropped).
+    first_day: int = 0
 
     def step(self, t: int) -> DayResult:
         """Simulate day ``t`` (0-based) and return its landing tables and truth."""
@@ -226,7 +229,7 @@ class World:
             pop.users_columns(users_idx, day.toordinal() - t), schema=arrow_schema(USERS)
         )
         track_idx = np.flatnonzero(
-            self.cat.release_day <= 0 if t == 0 else self.cat.release_day == t
+            self.cat.release_day <= t if t == self.first_day else self.cat.release_day == t
         )
         tracks = pa.table(
             self.cat.table(track_idx, day.toordinal() - t), schema=arrow_schema(TRACKS)
@@ -261,12 +264,13 @@ class World:
     def _users_today(
         self, t: int, alive: np.ndarray, new: np.ndarray, movable: np.ndarray
     ) -> np.ndarray:
-        """Users rows delivered on day t: sign-ups (all earlier accounts on day 0) and moves."""
+        """Users rows delivered on day t: sign-ups (all earlier accounts on the first
+        delivered day) and moves."""
         pop, rng = self.pop, self.rng_dynamics
         move = movable & (rng.random(pop.n) < 0.0004)
         shift = rng.integers(1, len(COUNTRIES), pop.n)
         pop.country[move] = ((pop.country[move] + shift[move]) % len(COUNTRIES)).astype(np.int8)
-        rows = alive if t == 0 else (new | move)
+        rows = alive if t == self.first_day else (new | move)
         idx = np.flatnonzero(rows)
         return idx[np.argsort(pop.user_id[idx], kind="stable")]
 
