@@ -66,11 +66,11 @@ BENCH_DAYS ?= 92
 bench: $(STAMP) ## one night per size (hours on 2 cores): every stage vs its floor, then docs/performance.md
 	$(BIN)/encore bench --sizes $(BENCH_SIZES) --days $(BENCH_DAYS) --out docs/performance.md
 
-bench-stages: $(STAMP) ## single-stage deep dives at larger sizes (~60 min) and the model quality bars
+bench-stages: $(STAMP) ## single-stage deep dives at larger sizes (~90 min) and the model quality bars
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/features_bench.py
 	$(BIN)/python bench/scoring_bench.py
-	$(BIN)/python bench/churn_quality.py
+	$(BIN)/python bench/churn_quality.py --users 5000 --days 160 --forward-days 130 --burn-in-days 365
 	$(BIN)/python bench/popularity_bench.py
 	$(BIN)/python bench/popularity_quality.py
 	$(BIN)/python bench/audio_bench.py

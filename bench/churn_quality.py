@@ -16,7 +16,8 @@ known by the world's end (:func:`ml_tasks.churn.training.forward_evaluation`): t
 to measure the 90-day horizon, whose labels need 90 + 27 days of future. F >= 118 covers it.
 
 Usage: ``python bench/churn_quality.py [--users 1500] [--days 130] [--forward-days 130]``
-(a few minutes; about twice that with the forward days).
+(a few minutes; about twice that with the forward days). ``--keep DIR`` keeps the world
+(its database and landing files) and ``--reuse DSN DIR`` trains and evaluates again on it.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ START = date(2026, 1, 5)
 log = logging.getLogger("churn_quality")
 
 
-def run(dsn: str, users: int, days: int, workdir: Path, forward_days: int = 0) -> dict:
-    """Build the world, train on day ``days``, and return the quality report."""
+def build_world(
+    dsn: str, users: int, days: int, workdir: Path, forward_days: int = 0, burn_in_days: int = 0
+) -> float:
+    """Simulate the world under ``workdir`` and load it into ``dsn``; returns seconds."""
     landing = workdir / "landing"
     t0 = time.perf_counter()
     simulate_world(
@@ -56,6 +59,7 @@ def run(dsn: str, users: int, days: int, workdir: Path, forward_days: int = 0) -
         days=days + forward_days,
         seed=23,
         preview_share=0.0,
+        burn_in_days=burn_in_days,
     )
     last = START + timedelta(days=days - 1)
     for offset in range(days + forward_days):
@@ -68,7 +72,39 @@ def run(dsn: str, users: int, days: int, workdir: Path, forward_days: int = 0) -
         feature_validation.validate_features(
             day, run_id="quality", dsn=dsn, artifacts=workdir / "artifacts"
         )
-    built = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def forget_churn_models(dsn: str) -> None:
+    """Drop the churn models a kept world was trained with, so it trains anew (the trainer
+    would otherwise reuse the model registered for the same inputs)."""
+    from ml_tasks import warehouse
+
+    with warehouse.connect(dsn) as conn:
+        for table in ("champion_history", "model_registry", "training_runs"):
+            conn.execute(f"DELETE FROM ml.{table} WHERE model_name = 'churn'")
+        conn.commit()
+
+
+def run(
+    dsn: str,
+    users: int,
+    days: int,
+    workdir: Path,
+    forward_days: int = 0,
+    *,
+    reuse: bool = False,
+    burn_in_days: int = 0,
+) -> dict:
+    """Build the world (unless ``reuse``: ``dsn`` and ``workdir`` hold it already), train
+    on day ``days``, and return the quality report."""
+    landing = workdir / "landing"
+    last = START + timedelta(days=days - 1)
+    if reuse:
+        built = 0.0
+        forget_churn_models(dsn)
+    else:
+        built = build_world(dsn, users, days, workdir, forward_days, burn_in_days)
     t1 = time.perf_counter()
     trained = train_churn(last, run_id="quality", dsn=dsn, artifacts=workdir / "artifacts")
     train_seconds = time.perf_counter() - t1
@@ -91,6 +127,7 @@ def run(dsn: str, users: int, days: int, workdir: Path, forward_days: int = 0) -
     return {
         "users": users,
         "days": days,
+        "burn_in_days": burn_in_days,
         "world_seconds": round(built, 1),
         "train_seconds": round(train_seconds, 1),
         "version": record.version,
@@ -132,17 +169,69 @@ def main() -> int:
     parser.add_argument(
         "--forward-days", type=int, default=0, help="days simulated after the training day"
     )
+    parser.add_argument(
+        "--burn-in-days",
+        type=int,
+        default=0,
+        help="days the world runs before its first landing day (simulate_world's burn-in)",
+    )
     parser.add_argument("--json", help="also write the report to this file")
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="keep the world: its landing files under DIR and its database (printed), for --reuse",
+    )
+    parser.add_argument(
+        "--reuse",
+        nargs=2,
+        metavar=("DSN", "DIR"),
+        help="train and evaluate again on a world kept by --keep (same --users/--days/"
+        "--forward-days), forgetting its earlier churn models",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    db = Database(_admin_dsn())
-    try:
-        with tempfile.TemporaryDirectory(prefix="encore-churn-quality-") as tmp:
-            report = run(db.dsn, args.users, args.days, Path(tmp), args.forward_days)
-    finally:
-        db.drop()
+    if args.reuse:
+        dsn, kept = args.reuse
+        report = run(
+            dsn,
+            args.users,
+            args.days,
+            Path(kept),
+            args.forward_days,
+            reuse=True,
+            burn_in_days=args.burn_in_days,
+        )
+    elif args.keep:
+        db = Database(_admin_dsn())
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+        report = run(
+            db.dsn,
+            args.users,
+            args.days,
+            Path(args.keep),
+            args.forward_days,
+            burn_in_days=args.burn_in_days,
+        )
+        print(f"kept: --reuse {db.dsn} {args.keep}")
+    else:
+        db = Database(_admin_dsn())
+        try:
+            with tempfile.TemporaryDirectory(prefix="encore-churn-quality-") as tmp:
+                report = run(
+                    db.dsn,
+                    args.users,
+                    args.days,
+                    Path(tmp),
+                    args.forward_days,
+                    burn_in_days=args.burn_in_days,
+                )
+        finally:
+            db.drop()
     bars = report["bars"]
-    print(f"Churn quality on a simulated world ({args.users:,} users, {args.days} days, seed 23)")
+    print(
+        f"Churn quality on a simulated world ({args.users:,} users, {args.days} days,"
+        f" {args.burn_in_days} days of burn-in, seed 23)"
+    )
     print(
         f"  model {report['version']} ({report['chosen']}), {report['status']};"
         f" trained in {report['train_seconds']} s"
