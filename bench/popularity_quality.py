@@ -121,6 +121,13 @@ def print_report(report: dict, users: int, tracks: int, days: int) -> None:
         f" {report['train_seconds']} s (fit seconds {report['fit_seconds']})"
         + (f"; world built in {report['world_seconds']} s" if report["world_seconds"] else "")
     )
+    for h, r in (report.get("rows") or {}).items():
+        if "lstm_epochs" in r:
+            print(
+                f"  {h:>3}d LSTM: {r['lstm_fit']:,} rows fitted of {r['train']:,},"
+                f" {r['lstm_validation']:,} held out for early stopping,"
+                f" {r['lstm_epochs']} epochs"
+            )
     print("  holdout WAPE      lightgbm   lstm  blend  chosen  naive  chosen/naive  rows")
     for h, m in ev.items():
         c = m["candidates"]

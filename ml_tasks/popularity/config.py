@@ -54,6 +54,15 @@ class LstmConfig:
     learning_rate: float = 0.003
     threads: int = 1
     seed: int = 17
+    #: Rows the LSTM trains on per horizon at most (a sample of the horizon's training
+    #: rows; None: all of them). Its cost is per sample and epoch, unlike LightGBM's.
+    max_train_rows: int | None = None
+    #: When the horizon has more training rows than ``max_train_rows``: hold out its latest
+    #: ``validation_share × max_train_rows`` rows (by date, none of them fitted) and stop
+    #: once their WAPE has not improved for this many epochs, keeping the best epoch's
+    #: weights (0: run every epoch, hold nothing out).
+    patience: int = 0
+    validation_share: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,17 @@ class PopularityConfig:
             raise PopularityConfigError("gate.horizon must be one of the horizons")
         if self.window.holdout_days < 1 or self.window.min_train_dates < 1:
             raise PopularityConfigError("holdout_days and min_train_dates must be positive")
+        if self.lstm.max_train_rows is not None and self.lstm.max_train_rows < 1:
+            raise PopularityConfigError("lstm.max_train_rows must be positive (or null: all)")
+        if self.lstm.patience < 0 or not 0.0 < self.lstm.validation_share <= 1.0:
+            raise PopularityConfigError(
+                "lstm.patience must be >= 0 and lstm.validation_share in (0, 1]"
+            )
+        if self.lstm.patience and self.lstm.max_train_rows is None:
+            raise PopularityConfigError(
+                "lstm.patience needs lstm.max_train_rows: early stopping holds out rows"
+                " beyond that cap"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PopularityConfig:

@@ -10,8 +10,10 @@ LSTM or their average, whichever won on the holdout).
 - **LSTM** (one per horizon): the daily play sequence (log1p(plays) and a "released yet"
   flag per day) through an LSTM, concatenated with the static features (signed log1p,
   standardized, genre one-hot), then a dense layer; trained on log1p(plays) with the mean
-  absolute error. The Keras network is kept as its weights (numpy arrays), so the artifact
-  is a plain pickle and TensorFlow is imported only when an LSTM is actually used.
+  absolute error, on at most ``lstm.max_train_rows`` rows (optionally stopped early by the
+  WAPE of later rows beyond those, ``lstm.patience``). The Keras network is kept as its weights
+  (numpy arrays), so the artifact is a plain pickle and TensorFlow is imported only when an
+  LSTM is actually used.
 - **New releases**: a track with few days of history has mostly empty lags; both models
   see ``days_since_release`` (and its log), ``released_days_in_window``,
   ``plays_per_released_day``, the artist's plays per track and momentum, genre and audio
@@ -183,6 +185,13 @@ class LstmMember:
     #: Largest log1p(target) seen in training: outputs are clipped to [0, max_log + 0.5] so
     #: that a row unlike any training row cannot explode through expm1.
     max_log: float = 20.0
+    #: Epochs the fit ran (fewer than ``cfg.epochs`` when early stopping ended it), and
+    #: the rows it fitted on and held out for early stopping.
+    epochs_run: int = 0
+    rows_fit: int = 0
+    rows_validation: int = 0
+    #: WAPE of the kept weights on the held-out rows (None without early stopping).
+    validation_wape: float | None = None
     weights: list[np.ndarray] = field(default_factory=list)
     _net: object = field(default=None, repr=False, compare=False)
 
@@ -241,6 +250,73 @@ class LstmMember:
         return np.expm1(np.clip(out.astype(float), 0.0, self.max_log + 0.5))
 
 
+def _wape_early_stopping(
+    tf, inputs: list[np.ndarray], plays: np.ndarray, patience: int, cap: float
+):
+    """A Keras callback: after each epoch, the WAPE of the forecast plays on held-out rows
+    (the metric the holdout picks models by, where the loss is the MAE of log1p(plays));
+    stop after ``patience`` epochs without improvement and keep the best epoch's weights."""
+
+    class WapeEarlyStopping(tf.keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.best: float | None = None
+            self.best_weights: list[np.ndarray] | None = None
+            self.waited = 0
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            out = np.concatenate(
+                [
+                    np.asarray(self.model([x[i : i + 8192] for x in inputs], training=False))
+                    for i in range(0, len(plays), 8192)
+                ]
+            ).reshape(-1)
+            score = wape(plays, np.expm1(np.clip(out.astype(float), 0.0, cap)))
+            if score is None:  # no plays held out: nothing to judge by
+                return
+            if self.best is None or score < self.best:
+                self.best, self.waited = score, 0
+                self.best_weights = self.model.get_weights()
+                return
+            self.waited += 1
+            if self.waited >= patience:
+                self.model.stop_training = True
+
+        def on_train_end(self, logs: dict | None = None) -> None:
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+    return WapeEarlyStopping()
+
+
+def latest_rows_split(dates: pd.Series, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the other rows and of the ``count`` rows with the latest dates (ties
+    broken by position): no row of the second set is older than one of the first."""
+    if count < 1 or count >= len(dates):
+        return np.arange(len(dates)), np.arange(0)
+    by_date = np.argsort(pd.to_datetime(dates).to_numpy(), kind="stable")
+    return np.sort(by_date[:-count]), by_date[-count:]
+
+
+def lstm_rows(dates: pd.Series, cfg: LstmConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the rows the LSTM fits on and of those it stops early by.
+
+    Up to ``cfg.max_train_rows`` rows are fitted. Only when there are more than that, and
+    ``cfg.patience`` is set, are the ``validation_share × max_train_rows`` latest rows held
+    out for early stopping, and the fitted rows sampled from the others: the LSTM never
+    gives up training rows to judge its epochs, and a small training set runs every epoch.
+    """
+    n, cap = len(dates), cfg.max_train_rows
+    if cap is None or n <= cap:
+        return np.arange(n), np.arange(0)
+    rng = np.random.default_rng(cfg.seed)
+    if not cfg.patience:
+        return np.sort(rng.choice(n, cap, replace=False)), np.arange(0)
+    others, held_out = latest_rows_split(dates, int(cap * cfg.validation_share))
+    fit = others if len(others) <= cap else np.sort(rng.choice(others, cap, replace=False))
+    return fit, held_out
+
+
 def fit_lstm(
     train: pd.DataFrame,
     target: str,
@@ -249,29 +325,54 @@ def fit_lstm(
     steps: int,
     cfg: LstmConfig,
 ) -> LstmMember:
+    """Fit one horizon's LSTM on at most ``cfg.max_train_rows`` rows of ``train``.
+
+    With ``cfg.patience`` > 0 and more rows than that, the latest rows by date beyond the
+    fitted ones are held out (see :func:`lstm_rows`): training stops once the WAPE of their
+    forecast plays has not improved for ``patience`` epochs, and the best epoch's weights
+    are kept.
+    """
     tf = _tensorflow(cfg.threads)
     tf.keras.utils.set_random_seed(cfg.seed)
+    fit_rows, val_rows = lstm_rows(train["dt"], cfg)
+    fitted = train.iloc[fit_rows]
     static_names = [n for n in names if not n.startswith("lag_") and n != "genre"]
-    X = _numeric(train, static_names).to_numpy(dtype=float)
+    X = _numeric(fitted, static_names).to_numpy(dtype=float)
     X = np.sign(X) * np.log1p(np.abs(X))
     mean = np.nanmean(X, axis=0)
     scale = np.nanstd(X, axis=0)
     mean = np.nan_to_num(mean)
     scale = np.where(np.isfinite(scale) & (scale > 1e-9), scale, 1.0)
     member = LstmMember(steps, static_names, genres, mean, scale, cfg)
-    seq, static = member.inputs(train)
-    y = np.log1p(train[target].to_numpy(dtype=float)).astype(np.float32)
-    member.max_log = float(y.max(initial=0.0))
-    net = _build_network(tf, steps, static.shape[1], cfg)
+    fit_x = member.inputs(fitted)
+    fit_y = np.log1p(fitted[target].to_numpy(dtype=float)).astype(np.float32)
+    member.max_log = float(fit_y.max(initial=0.0))
+    net = _build_network(tf, steps, fit_x[1].shape[1], cfg)
     net.compile(optimizer=tf.keras.optimizers.Adam(cfg.learning_rate), loss="mae")
-    net.fit(
-        [seq, static],
-        y,
+    extra: dict = {}
+    if len(val_rows):
+        held_out = train.iloc[val_rows]
+        stopper = _wape_early_stopping(
+            tf,
+            member.inputs(held_out),
+            held_out[target].to_numpy(dtype=float),
+            cfg.patience,
+            member.max_log + 0.5,
+        )
+        extra = {"callbacks": [stopper]}
+    history = net.fit(
+        fit_x,
+        fit_y,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         shuffle=True,
         verbose=0,
+        **extra,
     )
+    member.epochs_run = len(history.history["loss"])
+    if extra:
+        member.validation_wape = stopper.best
+    member.rows_fit, member.rows_validation = len(fit_rows), len(val_rows)
     member.weights = [np.asarray(w) for w in net.get_weights()]
     member._net = net
     return member

@@ -188,6 +188,13 @@ def fit_horizons(
         candidates[str(h)] = {n: (None if v is None else round(v, 5)) for n, v in scores.items()}
         fit_seconds[str(h)] = secs
         rows[str(h)] = {"train": len(train), "holdout": len(holdout)}
+        if h in model.lstm:
+            member = model.lstm[h]
+            rows[str(h)].update(
+                lstm_fit=member.rows_fit,
+                lstm_validation=member.rows_validation,
+                lstm_epochs=member.epochs_run,
+            )
         log.info("popularity %dd: %s -> %s", h, candidates[str(h)], chosen)
     return model.prune(), {"candidates": candidates, "fit_seconds": fit_seconds, "rows": rows}
 
@@ -481,5 +488,6 @@ def _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
         "artifact": str(path),
         "model_card": str(card),
         "fit_seconds": fit_info["fit_seconds"],
+        "rows": fit_info["rows"],
         "seconds": round(seconds, 1),
     }

@@ -1,0 +1,104 @@
+"""The popularity LSTM's own training rules, on a synthetic frame (no warehouse)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml_tasks.popularity.config import LstmConfig, PopularityConfig, PopularityConfigError
+from ml_tasks.popularity.data import lag_column
+from ml_tasks.popularity.model import fit_lstm, latest_rows_split, lstm_rows, wape
+
+STEPS = 7
+NAMES = [lag_column(k) for k in range(STEPS)] + ["days_since_release", "artist_plays"]
+
+
+def examples(rows: int, dates: int, seed: int = 0) -> pd.DataFrame:
+    """Tracks over ``dates`` scoring dates; the target is about the last week's plays."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({lag_column(k): rng.poisson(20, rows) for k in range(STEPS)})
+    frame["days_since_release"] = rng.integers(0, 200, rows)
+    frame["artist_plays"] = rng.poisson(500, rows)
+    frame["genre"] = rng.choice(["rock", "jazz"], rows)
+    frame["dt"] = [date(2026, 3, 1) + timedelta(days=int(d)) for d in rng.integers(0, dates, rows)]
+    frame["y_7"] = frame[[lag_column(k) for k in range(STEPS)]].sum(axis=1) + rng.poisson(5, rows)
+    return frame
+
+
+def test_the_held_out_rows_are_the_latest_dates() -> None:
+    frame = examples(1_000, 20)
+    others, latest = latest_rows_split(frame["dt"], 250)
+    assert len(latest) == 250 and len(others) == 750
+    assert sorted(np.concatenate([others, latest]).tolist()) == list(range(1_000))
+    assert frame["dt"].iloc[others].max() <= frame["dt"].iloc[latest].min()
+
+
+def test_early_stopping_holds_out_only_rows_beyond_the_cap() -> None:
+    dates = examples(1_200, 20)["dt"]
+    cfg = LstmConfig(max_train_rows=500, patience=3, validation_share=0.2)
+    fit, held_out = lstm_rows(dates, cfg)
+    assert (len(fit), len(held_out)) == (500, 100)
+    assert not set(fit) & set(held_out)
+    assert dates.iloc[fit].max() <= dates.iloc[held_out].min()
+    # at or under the cap, every row is fitted and nothing is held out
+    fit, held_out = lstm_rows(dates.iloc[:500], cfg)
+    assert (len(fit), len(held_out)) == (500, 0)
+    # without patience the cap is a plain sample
+    fit, held_out = lstm_rows(dates, LstmConfig(max_train_rows=500))
+    assert (len(fit), len(held_out)) == (500, 0) and len(set(fit)) == 500
+
+
+def test_the_lstm_trains_on_at_most_its_row_cap() -> None:
+    frame = examples(1_200, 20)
+    cfg = LstmConfig(units=4, dense_units=4, epochs=2, batch_size=128, max_train_rows=500)
+    member = fit_lstm(frame, "y_7", NAMES, ["jazz", "rock"], STEPS, cfg)
+    assert (member.rows_fit, member.rows_validation, member.epochs_run) == (500, 0, 2)
+    patient = LstmConfig(
+        units=4, dense_units=4, epochs=2, batch_size=128, max_train_rows=500, patience=5
+    )
+    member = fit_lstm(frame, "y_7", NAMES, ["jazz", "rock"], STEPS, patient)
+    assert (member.rows_fit, member.rows_validation) == (500, 100)
+    member = fit_lstm(frame.iloc[:400], "y_7", NAMES, ["jazz", "rock"], STEPS, patient)
+    assert (member.rows_fit, member.rows_validation, member.validation_wape) == (400, 0, None)
+
+
+def test_early_stopping_ends_a_fit_that_stops_generalizing_to_the_latest_dates() -> None:
+    """The latest dates' targets run against the pattern the earlier dates teach: the WAPE
+    of their forecasts grows as the fit learns it, so a patient fit stops early, and keeps
+    the weights of its best epoch; without patience every epoch runs."""
+    frame = examples(2_000, 20, seed=1)
+    latest = frame["dt"] >= frame["dt"].quantile(0.8)
+    frame.loc[latest, "y_7"] = 1  # the pattern no longer holds
+    common = dict(
+        units=8, dense_units=8, epochs=15, batch_size=64, learning_rate=0.01, max_train_rows=1_000
+    )
+    patient_cfg = LstmConfig(**common, patience=2, validation_share=0.4)
+    patient = fit_lstm(frame, "y_7", NAMES, ["jazz", "rock"], STEPS, patient_cfg)
+    assert (patient.rows_fit, patient.rows_validation) == (1_000, 400)
+    assert patient.epochs_run < 15
+    _, held_out = lstm_rows(frame["dt"], patient_cfg)
+    assert latest.iloc[held_out].all()
+    rows = frame.iloc[held_out]
+    assert wape(rows["y_7"].to_numpy(), patient.predict(rows)) == pytest.approx(
+        patient.validation_wape, rel=1e-4
+    )
+    every = fit_lstm(frame, "y_7", NAMES, ["jazz", "rock"], STEPS, LstmConfig(**common))
+    assert every.epochs_run == 15 and every.rows_validation == 0
+    assert every.validation_wape is None
+
+
+@pytest.mark.parametrize(
+    ("lstm", "message"),
+    [
+        ({"max_train_rows": 0}, "max_train_rows"),
+        ({"patience": -1}, "patience"),
+        ({"patience": 2, "max_train_rows": 10, "validation_share": 1.5}, "validation_share"),
+        ({"patience": 2, "max_train_rows": None}, "needs lstm.max_train_rows"),
+    ],
+)
+def test_bad_lstm_settings_are_refused_by_name(lstm: dict, message: str) -> None:
+    with pytest.raises(PopularityConfigError, match=message):
+        PopularityConfig.from_dict({"lstm": lstm})
