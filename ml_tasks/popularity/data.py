@@ -91,20 +91,25 @@ class Activity:
 
     first: date
     last: date
-    index: dict[str, int]
+    track_ids: pd.Index  # row i of ``plays`` is track ``track_ids[i]``
     plays: np.ndarray  # (tracks, days) int64
 
     def rows(self, track_ids) -> np.ndarray:
         """Row of each track (-1 for a track without any play in the window)."""
-        return np.array([self.index.get(t, -1) for t in track_ids], dtype=np.int64)
+        return self.track_ids.get_indexer(np.asarray(track_ids, dtype=object))
 
-    def window(self, track_ids, ends: list[date] | np.ndarray, length: int) -> np.ndarray:
-        """Per row, the plays of the ``length`` days ending on its day (oldest first).
+    def day_offsets(self, days) -> np.ndarray:
+        """Each day as its number of days after ``first``."""
+        as_days = pd.to_datetime(pd.Series(days)).to_numpy().astype("datetime64[D]")
+        return (as_days - np.datetime64(self.first, "D")).astype(np.int64)
 
-        Days outside ``first``..``last`` and tracks without plays count 0.
+    def window(self, rows: np.ndarray, end: np.ndarray, length: int) -> np.ndarray:
+        """Per row, the plays of the ``length`` days ending on day offset ``end`` (oldest
+        first), for matrix ``rows`` (from :meth:`rows`) and ``end`` (from
+        :meth:`day_offsets`).
+
+        Days outside ``first``..``last`` and tracks without plays (row -1) count 0.
         """
-        rows = self.rows(track_ids)
-        end = np.array([(d - self.first).days for d in ends], dtype=np.int64)
         cols = end[:, None] + np.arange(-length + 1, 1)[None, :]
         n_days = self.plays.shape[1]
         ok = (rows[:, None] >= 0) & (cols >= 0) & (cols < n_days)
@@ -117,18 +122,19 @@ class Activity:
 
 def load_activity(dsn: str, first: date, last: date) -> Activity:
     """Net plays per track and day from ``features.track_activity_daily``."""
+    query = sql.SQL(
+        "SELECT track_id, dt, plays FROM features.track_activity_daily"
+        " WHERE dt BETWEEN {} AND {} AND plays > 0"
+    ).format(sql.Literal(first), sql.Literal(last))
     with warehouse.connect(dsn) as conn:
-        rows = conn.execute(
-            "SELECT track_id, dt, plays FROM features.track_activity_daily"
-            " WHERE dt BETWEEN %s AND %s AND plays > 0",
-            (first, last),
-        ).fetchall()
-    ids = sorted({r[0] for r in rows})
-    index = {t: i for i, t in enumerate(ids)}
+        table = warehouse.read_arrow(conn, query)
+    codes, ids = pd.factorize(table.column("track_id").to_numpy(zero_copy_only=False), sort=True)
     plays = np.zeros((len(ids), (last - first).days + 1), dtype=np.int64)
-    for track, dt, n in rows:
-        plays[index[track], (dt - first).days] = n
-    return Activity(first, last, index, plays)
+    activity = Activity(first, last, pd.Index(ids, dtype=object), plays)
+    if len(codes):
+        days = activity.day_offsets(table.column("dt").to_numpy(zero_copy_only=False))
+        plays[codes, days] = table.column("plays").to_numpy(zero_copy_only=False)
+    return activity
 
 
 # --------------------------------------------------------------------------- features
@@ -220,9 +226,9 @@ def build_examples(
     frame = feature_frame(dates, dsn=dsn, source=source)
     first = min(dates) - timedelta(days=sequence_days - 1)
     activity = load_activity(dsn, first, as_of)
-    ids = frame["track_id"].to_numpy()
-    ends = frame["dt"].to_numpy()
-    seq = activity.window(ids, ends, sequence_days)  # oldest first, last column = D
+    rows = activity.rows(frame["track_id"].to_numpy())
+    ends = activity.day_offsets(frame["dt"].to_numpy())
+    seq = activity.window(rows, ends, sequence_days)  # oldest first, last column = D
     lags = pd.DataFrame(
         seq[:, ::-1], columns=[lag_column(k) for k in range(sequence_days)], index=frame.index
     )
@@ -231,8 +237,8 @@ def build_examples(
         frame[naive_column(h)] = seq[:, -h:].sum(axis=1)
     if with_targets:
         for h in horizons:
-            ahead = activity.window(ids, [d + timedelta(days=h) for d in ends], h).sum(axis=1)
-            known = np.array([(d + timedelta(days=h)) <= as_of for d in ends])
+            ahead = activity.window(rows, ends + h, h).sum(axis=1)
+            known = ends + h <= (as_of - activity.first).days
             frame[target_column(h)] = np.where(known, ahead.astype(float), np.nan)
     _derive(frame, seq, sequence_days)
     audio = audio_frame(dsn)
