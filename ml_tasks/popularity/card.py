@@ -74,8 +74,10 @@ def write_model_card(
     gate_report: dict,
     validation: dict,
     day: date,
+    served: dict[int, pd.DataFrame] | None = None,
 ) -> Path:
-    """Write ``model_card.html`` beside the record's artifact; returns its path."""
+    """Write ``model_card.html`` beside the record's artifact; returns its path.
+    ``served``: ``model.predict`` of each holdout, when already made."""
     metrics = record.metrics
     champion = metrics.get("champion") or {}
     head = (
@@ -99,7 +101,8 @@ def write_model_card(
         )
         frame = holdouts.get(h)
         if frame is not None and len(frame):
-            pred = model.predict(frame)[prediction_column(h)].to_numpy()
+            forecast = served[h] if served and h in served else model.predict(frame)
+            pred = forecast[prediction_column(h)].to_numpy()
             imgs = f"<img src='data:image/png;base64,{_plot(frame, pred, h)}'/>"
             imp = model.importances(h)
             if imp:

@@ -125,11 +125,18 @@ def _segment(frame: pd.DataFrame, h: int, cfg: PopularityConfig) -> np.ndarray:
     return (since < cfg.window.new_release_days) & (since + h >= 0)
 
 
-def evaluate(model: PopularityModel, frame: pd.DataFrame, h: int, cfg: PopularityConfig) -> dict:
+def evaluate(
+    model: PopularityModel,
+    frame: pd.DataFrame,
+    h: int,
+    cfg: PopularityConfig,
+    served: pd.DataFrame | None = None,
+) -> dict:
     """WAPE of the served forecast at horizon ``h`` on ``frame``, beside the naive baseline,
-    overall and on new releases."""
+    overall and on new releases. ``served``: ``model.predict(frame)``, when already made."""
     y = frame[target_column(h)].to_numpy(dtype=float)
-    p = model.predict(frame)[prediction_column(h)].to_numpy()
+    served = model.predict(frame) if served is None else served
+    p = served[prediction_column(h)].to_numpy()
     naive = frame[naive_column(h)].to_numpy(dtype=float)
     new = _segment(frame, h, cfg)
     out = {
@@ -365,10 +372,12 @@ def _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
     holdouts = {
         h: data[data["dt"].isin(s.holdout)].reset_index(drop=True) for h, s in splits.items()
     }
+    # the served forecasts of each holdout, made once: the evaluation and the card use them
+    served = {h: model.predict(frame) for h, frame in holdouts.items()}
     evaluation = {}
     for h, frame in holdouts.items():
         evaluation[str(h)] = {
-            **evaluate(model, frame, h, cfg),
+            **evaluate(model, frame, h, cfg, served[h]),
             "chosen": model.chosen[h],
             "candidates": fit_info["candidates"][str(h)],
         }
@@ -458,7 +467,13 @@ def _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
     from ml_tasks.popularity.card import write_model_card
 
     card = write_model_card(
-        record, model, holdouts, gate_report=report, validation=validation, day=day
+        record,
+        model,
+        holdouts,
+        gate_report=report,
+        validation=validation,
+        day=day,
+        served=served,
     )
     registry.update_report(
         MODEL_NAME, version, gate_report=report, model_card_uri=str(card), dsn=target
