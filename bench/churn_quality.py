@@ -23,6 +23,7 @@ Usage: ``python bench/churn_quality.py [--users 1500] [--days 130] [--forward-da
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -190,43 +191,32 @@ def main() -> int:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    if args.reuse:
-        dsn, kept = args.reuse
+    with contextlib.ExitStack() as stack:
+        if args.reuse:
+            dsn, workdir = args.reuse[0], Path(args.reuse[1])
+        else:
+            db = Database(_admin_dsn())
+            dsn = db.dsn
+            if args.keep:
+                workdir = Path(args.keep)
+                workdir.mkdir(parents=True, exist_ok=True)
+            else:  # dropped after the temporary folder is removed
+                stack.callback(db.drop)
+                tmp = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="encore-churn-quality-")
+                )
+                workdir = Path(tmp)
         report = run(
             dsn,
             args.users,
             args.days,
-            Path(kept),
+            workdir,
             args.forward_days,
-            reuse=True,
+            reuse=bool(args.reuse),
             burn_in_days=args.burn_in_days,
         )
-    elif args.keep:
-        db = Database(_admin_dsn())
-        Path(args.keep).mkdir(parents=True, exist_ok=True)
-        report = run(
-            db.dsn,
-            args.users,
-            args.days,
-            Path(args.keep),
-            args.forward_days,
-            burn_in_days=args.burn_in_days,
-        )
-        print(f"kept: --reuse {db.dsn} {args.keep}")
-    else:
-        db = Database(_admin_dsn())
-        try:
-            with tempfile.TemporaryDirectory(prefix="encore-churn-quality-") as tmp:
-                report = run(
-                    db.dsn,
-                    args.users,
-                    args.days,
-                    Path(tmp),
-                    args.forward_days,
-                    burn_in_days=args.burn_in_days,
-                )
-        finally:
-            db.drop()
+    if args.keep and not args.reuse:
+        print(f"kept: --reuse {dsn} {args.keep}")
     bars = report["bars"]
     print(
         f"Churn quality on a simulated world ({args.users:,} users, {args.days} days,"

@@ -237,17 +237,23 @@ class LstmMember:
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:
             return np.zeros(0)
-        seq, static = self.inputs(frame)
-        net = self.network()
-        # a direct call per batch: Keras' predict() retraces its tf.function for every new
-        # input size, which costs more than the forward pass on frames this small
-        out = np.concatenate(
-            [
-                np.asarray(net([seq[i : i + 8192], static[i : i + 8192]], training=False))
-                for i in range(0, len(seq), 8192)
-            ]
-        ).reshape(-1)
-        return np.expm1(np.clip(out.astype(float), 0.0, self.max_log + 0.5))
+        return _forecast_plays(self.network(), self.inputs(frame), self.max_log + 0.5)
+
+
+def _forecast_plays(net, inputs: list[np.ndarray], max_log: float) -> np.ndarray:
+    """Plays forecast by ``net`` for ``inputs`` (sequence, static): its log1p output
+    clipped to [0, ``max_log``], then expm1.
+
+    A direct call per batch: Keras' predict() retraces its tf.function for every new input
+    size, which costs more than the forward pass on frames this small."""
+    n = len(inputs[0])
+    out = np.concatenate(
+        [
+            np.asarray(net([x[i : i + 8192] for x in inputs], training=False))
+            for i in range(0, n, 8192)
+        ]
+    ).reshape(-1)
+    return np.expm1(np.clip(out.astype(float), 0.0, max_log))
 
 
 def _wape_early_stopping(
@@ -265,13 +271,7 @@ def _wape_early_stopping(
             self.waited = 0
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            out = np.concatenate(
-                [
-                    np.asarray(self.model([x[i : i + 8192] for x in inputs], training=False))
-                    for i in range(0, len(plays), 8192)
-                ]
-            ).reshape(-1)
-            score = wape(plays, np.expm1(np.clip(out.astype(float), 0.0, cap)))
+            score = wape(plays, _forecast_plays(self.model, inputs, cap))
             if score is None:  # no plays held out: nothing to judge by
                 return
             if self.best is None or score < self.best:
