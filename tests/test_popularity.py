@@ -22,7 +22,15 @@ from ml_tasks.popularity import (
     score_popularity,
     train_popularity,
 )
-from ml_tasks.popularity.data import feature_frame
+from ml_tasks.popularity.data import EntitySample, catalogue_rows, feature_frame
+from ml_tasks.popularity.training import (
+    first_activity_day,
+    fit_horizons,
+    load_dataset,
+    plan_sample,
+    plan_splits,
+    sample_share,
+)
 
 pytestmark = pytest.mark.slow
 LINEAGE = ("run_id", "scored_at")
@@ -211,6 +219,47 @@ def test_a_second_model_is_gated_against_the_champion(pop, tmp_path) -> None:
     assert check["check"].startswith("WAPE@7d vs champion")
     assert check["champion"] == pytest.approx(pop["trained"]["evaluation"]["7"]["wape"])
     assert check["passed"] == (check["candidate"] <= check["champion"] + check["tolerance"])
+
+
+def test_training_samples_its_entity_rows_before_the_feature_join(pop) -> None:
+    """With a row cap below the training rows, only a seeded sample of them goes through
+    Feast: each date's rows drawn below its share, every holdout row, and each horizon
+    still fits exactly its cap."""
+    dsn, day = pop["dsn"], pop["day"]
+    cap = 400
+    cfg = small_config(families=("lightgbm",), blend=False, window={"max_train_rows": cap})
+    splits = plan_splits(day, cfg, first_activity_day(dsn))
+    dates = sorted({d for s in splits.values() for d in (*s.train, *s.holdout)})
+    catalogue = catalogue_rows(dates, dsn=dsn)
+    sample, shares = plan_sample(splits, catalogue, cfg)
+    for h, split in splits.items():
+        rows = sum(catalogue[d] for d in split.train)
+        assert rows > cap
+        assert shares[h] == pytest.approx(sample_share(cap, rows))
+        assert all(sample.shares[d] == 1.0 for d in split.holdout)
+
+    data = load_dataset(day, splits, cfg, dsn, sample)
+    # every row of the dates with its draw (no date sampled), read from the warehouse
+    full = feature_frame(dates, dsn=dsn, source="warehouse", sample=EntitySample({}, sample.seed))
+    assert len(full) == sum(catalogue.values())
+    assert full["sample_u"].between(0.0, 1.0, inclusive="left").all()
+    kept = full["sample_u"] < full["dt"].map(sample.shares).astype(float)
+    expected = full[kept].sort_values(["dt", "track_id"]).reset_index(drop=True)
+    got = data[["track_id", "dt", "sample_u"]].sort_values(["dt", "track_id"])
+    got = got.reset_index(drop=True)
+    assert got[["track_id", "dt"]].equals(expected[["track_id", "dt"]])
+    np.testing.assert_allclose(got["sample_u"], expected["sample_u"])
+    assert len(data) < 0.8 * len(full)
+    for split in splits.values():
+        assert (data["dt"].isin(split.holdout)).sum() == sum(catalogue[d] for d in split.holdout)
+    # another seed draws other rows
+    other = feature_frame(dates[:1], dsn=dsn, source="warehouse", sample=EntitySample({}, 99))
+    first = full[full["dt"] == dates[0]].sort_values("track_id")["sample_u"].to_numpy()
+    assert not np.allclose(other.sort_values("track_id")["sample_u"].to_numpy(), first)
+
+    model, info = fit_horizons(data, splits, cfg, shares)
+    assert {h: info["rows"][str(h)]["train"] for h in splits} == {h: cap for h in splits}
+    assert "sample_u" not in model.feature_names
 
 
 # --------------------------------------------------------------------------- scoring

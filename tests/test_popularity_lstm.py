@@ -102,3 +102,30 @@ def test_early_stopping_ends_a_fit_that_stops_generalizing_to_the_latest_dates()
 def test_bad_lstm_settings_are_refused_by_name(lstm: dict, message: str) -> None:
     with pytest.raises(PopularityConfigError, match=message):
         PopularityConfig.from_dict({"lstm": lstm})
+
+
+def test_entity_sample_shares_cover_each_horizons_cap_and_every_holdout_row() -> None:
+    from ml_tasks.popularity.data import EntitySample
+    from ml_tasks.popularity.training import HorizonSplit, plan_sample, sample_share
+
+    d = [date(2026, 3, 1) + timedelta(days=k) for k in range(12)]
+    splits = {
+        1: HorizonSplit(1, train=d[0:8], holdout=d[9:11], purge=1),
+        7: HorizonSplit(7, train=d[0:2], holdout=d[4:6], purge=1),
+    }
+    rows = dict.fromkeys(d, 1000)
+    cfg = PopularityConfig.load().with_overrides(window={"max_train_rows": 2000})
+    sample, shares = plan_sample(splits, rows, cfg)
+    assert shares == {1: pytest.approx(sample_share(2000, 8000)), 7: 1.0}
+    # a date in both horizons' training keeps the larger share; holdout dates keep all
+    assert sample.shares[d[0]] == 1.0 and sample.shares[d[6]] == shares[1]
+    assert sample.shares[d[4]] == sample.shares[d[9]] == 1.0
+    assert d[11] not in sample.shares
+    where = sample.where_sql()
+    partial = ", ".join(f"DATE '{x}'" for x in (d[2], d[3], d[6], d[7]))
+    assert f"dt NOT IN ({partial})" in where and repr(shares[1]) in where
+    # nothing to sample below the cap
+    roomy = PopularityConfig.load().with_overrides(window={"max_train_rows": 10**6})
+    assert plan_sample(splits, rows, roomy)[0].where_sql() == "TRUE"
+    with pytest.raises(ValueError, match="shares must be in"):
+        EntitySample({d[0]: 0.0}, seed=1)

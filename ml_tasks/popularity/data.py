@@ -62,8 +62,10 @@ SERVICE_COLUMNS = (
 )
 AUDIO_TABLE = "features.track_audio"
 AUDIO_PREFIXES = ("mfcc_", "chroma_", "spectral_", "zcr_", "rms_", "tempo")
+#: A row's uniform draw in [0, 1) of an :class:`EntitySample` (seeded hash of the row).
+SAMPLE_COLUMN = "sample_u"
 #: Columns of an example frame that are keys, labels or text, never model inputs.
-ID_COLUMNS = ("track_id", "dt", "artist_id")
+ID_COLUMNS = ("track_id", "dt", "artist_id", SAMPLE_COLUMN)
 
 
 def target_column(horizon: int) -> str:
@@ -78,8 +80,51 @@ def lag_column(k: int) -> str:
     return f"lag_{k}"
 
 
-def _date_list(dates: list[date]) -> str:
+def _date_list(dates) -> str:
     return ", ".join(f"DATE '{d.isoformat()}'" for d in sorted(set(dates)))
+
+
+@dataclass(frozen=True)
+class EntitySample:
+    """A seeded Bernoulli sample of the (track, date) rows, drawn in the database before
+    any feature is read: the rows of date D are kept when their draw ``sample_u`` is below
+    ``shares[D]`` (dates not listed keep every row).
+
+    The draw is a hash of (seed, track, date), so a row's draw is the same whatever the
+    shares: samples of one seed nest, and a horizon can take its own uniform sample (draw
+    below its share) from rows kept for a larger share.
+    """
+
+    shares: dict[date, float]
+    seed: int
+
+    def __post_init__(self) -> None:
+        bad = {d: s for d, s in self.shares.items() if not 0.0 < s <= 1.0}
+        if bad:
+            raise ValueError(f"sample shares must be in (0, 1], got {bad}")
+
+    def draw_sql(self) -> str:
+        """SQL of a row's draw in [0, 1) over ``track_id`` and ``dt``."""
+        return (
+            f"(hashtextextended(track_id || '|' || dt::text, {int(self.seed)})::float8"
+            " / 18446744073709551616.0 + 0.5)"
+        )
+
+    def where_sql(self) -> str:
+        """The SQL condition keeping the sampled rows of any date."""
+        by_share: dict[float, list[date]] = {}
+        for d, share in self.shares.items():
+            if share < 1.0:
+                by_share.setdefault(share, []).append(d)
+        if not by_share:
+            return "TRUE"
+        partial = sorted(d for ds in by_share.values() for d in ds)
+        terms = [f"dt NOT IN ({_date_list(partial)})"]
+        terms += [
+            f"(dt IN ({_date_list(ds)}) AND {self.draw_sql()} < {share!r})"
+            for share, ds in sorted(by_share.items())
+        ]
+        return "(" + " OR ".join(terms) + ")"
 
 
 # --------------------------------------------------------------------------- activity
@@ -140,30 +185,42 @@ def load_activity(dsn: str, first: date, last: date) -> Activity:
 # --------------------------------------------------------------------------- features
 
 
-def feature_frame(dates: list[date], *, dsn: str, source: str = "feast") -> pd.DataFrame:
+def feature_frame(
+    dates: list[date],
+    *,
+    dsn: str,
+    source: str = "feast",
+    sample: EntitySample | None = None,
+) -> pd.DataFrame:
     """``popularity_v1`` features of every catalogue track of each date: (track_id, dt, ...).
 
     ``source="feast"``: Feast's point-in-time join for ``event_timestamp = D+1 00:00 UTC``
     (the entity query stays in the database). ``source="warehouse"``: the same rows of
     ``features.track_daily`` read directly (what scoring uses; a test shows they agree).
+    ``sample``: only the sampled rows, with their draw in :data:`SAMPLE_COLUMN`.
     """
-    date_list = _date_list(dates)
+    where = f"dt IN ({_date_list(dates)})"
+    extra: list[str] = []
+    if sample is not None:
+        where += f" AND {sample.where_sql()}"
+        extra = [SAMPLE_COLUMN]
+    draw = f", {sample.draw_sql()} AS {SAMPLE_COLUMN}" if sample is not None else ""
     if source == "feast":
         from ml_tasks.feature_store import apply, historical_features
 
         apply(dsn=dsn)  # idempotent: registers the feature services on a fresh warehouse
         entity_sql = (
             "SELECT track_id, ((dt + 1)::timestamp AT TIME ZONE 'UTC') AS event_timestamp"
-            f" FROM features.track_daily WHERE dt IN ({date_list})"
+            f"{draw} FROM features.track_daily WHERE {where}"
         )
         frame = historical_features(entity_sql, "popularity_v1", dsn=dsn)
         ts = pd.to_datetime(frame["event_timestamp"], utc=True)
         frame["dt"] = (ts - pd.Timedelta(days=1)).dt.date
         frame = frame.drop(columns=["event_timestamp"])
     elif source == "warehouse":
-        query = sql.SQL(
-            "SELECT track_id, dt, {} FROM features.track_daily WHERE dt IN ({})"
-        ).format(sql.SQL(", ").join(map(sql.Identifier, SERVICE_COLUMNS)), sql.SQL(date_list))
+        query = sql.SQL("SELECT track_id, dt, {}{} FROM features.track_daily WHERE {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, SERVICE_COLUMNS)), sql.SQL(draw), sql.SQL(where)
+        )
         with warehouse.connect(dsn) as conn:
             frame = warehouse.read_arrow(conn, query).to_pandas()
         frame["dt"] = pd.to_datetime(frame["dt"]).dt.date
@@ -172,8 +229,18 @@ def feature_frame(dates: list[date], *, dsn: str, source: str = "feast") -> pd.D
     missing = [c for c in SERVICE_COLUMNS if c not in frame.columns]
     if missing:
         raise RuntimeError(f"feature service popularity_v1 lacks columns {missing}")
-    frame = frame[["track_id", "dt", *SERVICE_COLUMNS]]
+    frame = frame[["track_id", "dt", *SERVICE_COLUMNS, *extra]]
     return frame.sort_values(["dt", "track_id"], kind="stable").reset_index(drop=True)
+
+
+def catalogue_rows(dates: list[date], *, dsn: str) -> dict[date, int]:
+    """Catalogue tracks (rows of ``features.track_daily``) on each date."""
+    query = (
+        f"SELECT dt, count(*) FROM features.track_daily WHERE dt IN ({_date_list(dates)})"
+        " GROUP BY dt"
+    )
+    with warehouse.connect(dsn) as conn:
+        return {d: int(n) for d, n in conn.execute(query).fetchall()}
 
 
 def audio_frame(dsn: str) -> pd.DataFrame | None:
@@ -215,15 +282,17 @@ def build_examples(
     sequence_days: int = 30,
     source: str = "feast",
     with_targets: bool = True,
+    sample: EntitySample | None = None,
 ) -> pd.DataFrame:
     """One row per (catalogue track of D, D) for every D in ``dates`` (all <= ``as_of``):
     features, ``lag_0..lag_{n-1}`` (plays on D, D-1, ...), ``naive_{H}d`` and, when
-    ``with_targets``, ``y_{H}d`` (NaN unless D + H <= ``as_of``)."""
+    ``with_targets``, ``y_{H}d`` (NaN unless D + H <= ``as_of``). ``sample``: only the
+    sampled rows (see :class:`EntitySample`)."""
     if not dates:
         raise ValueError("no dates to build examples for")
     if max(dates) > as_of:
         raise ValueError(f"scoring dates after the as-of day {as_of}")
-    frame = feature_frame(dates, dsn=dsn, source=source)
+    frame = feature_frame(dates, dsn=dsn, source=source, sample=sample)
     first = min(dates) - timedelta(days=sequence_days - 1)
     activity = load_activity(dsn, first, as_of)
     rows = activity.rows(frame["track_id"].to_numpy())

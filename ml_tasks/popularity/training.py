@@ -38,7 +38,14 @@ import pandas as pd
 
 from ml_tasks import registry, training_inputs, warehouse
 from ml_tasks.popularity.config import PopularityConfig
-from ml_tasks.popularity.data import build_examples, naive_column, target_column
+from ml_tasks.popularity.data import (
+    SAMPLE_COLUMN,
+    EntitySample,
+    build_examples,
+    catalogue_rows,
+    naive_column,
+    target_column,
+)
 from ml_tasks.popularity.model import (
     PopularityModel,
     feature_names,
@@ -157,10 +164,57 @@ def evaluate(
     return out
 
 
+#: A horizon's share of its training rows in the entity sample is set so that the rows
+#: drawn exceed its row cap by this many standard deviations of the draw's binomial
+#: count: falling short has a probability below 1e-9. The cap is then an exact uniform
+#: sample of what was drawn. At a 300,000-row cap that draws 1.1 % more than the cap.
+SAMPLE_SIGMAS = 6.0
+
+
+def sample_share(cap: int, rows: int) -> float:
+    """The share of ``rows`` to draw so that at least ``cap`` are drawn (see
+    :data:`SAMPLE_SIGMAS`); 1.0 when ``rows`` do not exceed it."""
+    # smallest mean m with m - k * sqrt(m) >= cap (the count's sd is at most sqrt(m))
+    k = SAMPLE_SIGMAS
+    mean = (k / 2 + (k * k / 4 + cap) ** 0.5) ** 2
+    return 1.0 if rows <= 0 else min(1.0, mean / rows)
+
+
+def plan_sample(
+    splits: dict[int, HorizonSplit], rows: dict[date, int], cfg: PopularityConfig
+) -> tuple[EntitySample, dict[int, float]]:
+    """The entity sample that leaves each horizon at least its row cap of training rows
+    (:func:`sample_share`) and every holdout row, and each horizon's share.
+
+    ``rows``: catalogue rows per date (:func:`~ml_tasks.popularity.data.catalogue_rows`).
+    Training all rows and then sampling ``max_train_rows`` of them would read every track of
+    every date through Feast's point-in-time join, most of them to be thrown away.
+    """
+    cap = cfg.window.max_train_rows
+    horizon_share = {}
+    for h, split in splits.items():
+        n = sum(rows.get(d, 0) for d in split.train)
+        horizon_share[h] = 1.0 if n <= cap else sample_share(cap, n)
+    shares: dict[date, float] = {}
+    for h, split in splits.items():
+        for d in split.train:
+            shares[d] = max(shares.get(d, 0.0), horizon_share[h])
+    for split in splits.values():
+        for d in split.holdout:
+            shares[d] = 1.0
+    return EntitySample(shares, cfg.lightgbm.seed), horizon_share
+
+
 def fit_horizons(
-    data: pd.DataFrame, splits: dict[int, HorizonSplit], cfg: PopularityConfig
+    data: pd.DataFrame,
+    splits: dict[int, HorizonSplit],
+    cfg: PopularityConfig,
+    shares: dict[int, float] | None = None,
 ) -> tuple[PopularityModel, dict]:
-    """Fit every family per horizon, pick the best (or the blend) on the holdout."""
+    """Fit every family per horizon, pick the best (or the blend) on the holdout.
+
+    ``shares``: per horizon, the share of its training rows it samples (by the rows'
+    :data:`SAMPLE_COLUMN` draw, when ``data`` came from a :func:`plan_sample` sample)."""
     names = feature_names(data.drop(columns=[c for c in data.columns if c.startswith("y_")]))
     genres = sorted(str(g) for g in data["genre"].dropna().unique())
     model = PopularityModel(tuple(sorted(cfg.horizons)), cfg.sequence_days, names, {})
@@ -170,6 +224,16 @@ def fit_horizons(
     for h, split in sorted(splits.items()):
         col = target_column(h)
         train = data[data["dt"].isin(split.train) & data[col].notna()]
+        share = (shares or {}).get(h, 1.0)
+        if share < 1.0:
+            train = train[train[SAMPLE_COLUMN] < share]
+            if len(train) < cfg.window.max_train_rows:
+                log.warning(
+                    "popularity %dd: the entity sample drew %d training rows, below the cap %d",
+                    h,
+                    len(train),
+                    cfg.window.max_train_rows,
+                )
         if len(train) > cfg.window.max_train_rows:
             train = train.sample(cfg.window.max_train_rows, random_state=cfg.lightgbm.seed)
         holdout = data[data["dt"].isin(split.holdout)].reset_index(drop=True)
@@ -320,10 +384,14 @@ def _record_run(dsn: str, run_id: str, day: date, started_at: datetime, **values
 
 
 def load_dataset(
-    day: date, splits: dict[int, HorizonSplit], cfg: PopularityConfig, dsn: str
+    day: date,
+    splits: dict[int, HorizonSplit],
+    cfg: PopularityConfig,
+    dsn: str,
+    sample: EntitySample | None = None,
 ) -> pd.DataFrame:
     """Examples (features from Feast, lags, naive baselines, targets as of ``day``) for
-    every scoring date of the splits."""
+    every scoring date of the splits: all rows, or those of ``sample``."""
     dates = sorted({d for s in splits.values() for d in (*s.train, *s.holdout)})
     return build_examples(
         dates,
@@ -332,6 +400,7 @@ def load_dataset(
         horizons=tuple(sorted(cfg.horizons)),
         sequence_days=cfg.sequence_days,
         source="feast",
+        sample=sample,
     )
 
 
@@ -366,9 +435,18 @@ def train_popularity(
 def _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at) -> dict:
     splits = plan_splits(day, cfg, first_activity_day(target))
     t0 = time.perf_counter()
-    data = load_dataset(day, splits, cfg, target)
+    dates = sorted({d for s in splits.values() for d in (*s.train, *s.holdout)})
+    catalogue = catalogue_rows(dates, dsn=target)
+    sample, shares = plan_sample(splits, catalogue, cfg)
+    data = load_dataset(day, splits, cfg, target, sample)
     load_seconds = round(time.perf_counter() - t0, 2)
-    model, fit_info = fit_horizons(data, splits, cfg)
+    log.info(
+        "popularity: %d of %d catalogue rows through Feast (training shares %s)",
+        len(data),
+        sum(catalogue.values()),
+        {h: round(s, 4) for h, s in shares.items()},
+    )
+    model, fit_info = fit_horizons(data, splits, cfg, shares)
     holdouts = {
         h: data[data["dt"].isin(s.holdout)].reset_index(drop=True) for h, s in splits.items()
     }
@@ -433,6 +511,11 @@ def _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
         "rows": fit_info["rows"],
         "fit_seconds": fit_info["fit_seconds"],
         "load_seconds": load_seconds,
+        "entity_rows": {
+            "catalogue": sum(catalogue.values()),
+            "sampled": len(data),
+            "training_shares": {str(h): round(s, 6) for h, s in shares.items()},
+        },
         "features": len(model.feature_names),
         "audio_features": sum(1 for n in model.feature_names if n.startswith("audio_")),
     }
