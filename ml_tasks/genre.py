@@ -79,6 +79,12 @@ class CnnConfig:
     patch_frames: int = 64
     patch_hop: int = 16
     learning_rate: float = 0.003
+    #: Early stopping (0: off): hold out ``validation_share`` of the training tracks (whole
+    #: tracks, stratified by genre), stop once their loss has not improved by
+    #: ``min_delta`` for ``patience`` epochs, and keep the best epoch's weights.
+    patience: int = 3
+    validation_share: float = 0.1
+    min_delta: float = 0.001
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,10 @@ class GenreConfig:
         cfg = cls(**values)
         if not 0.05 <= cfg.holdout_share <= 0.5:
             raise ValueError(f"{source}: holdout_share must be within 0.05..0.5")
+        if cfg.cnn.patience < 0 or cfg.cnn.min_delta < 0:
+            raise ValueError(f"{source}: cnn.patience and cnn.min_delta must not be negative")
+        if not 0.05 <= cfg.cnn.validation_share <= 0.5:
+            raise ValueError(f"{source}: cnn.validation_share must be within 0.05..0.5")
         return cfg
 
 
@@ -332,7 +342,8 @@ def fit_gbm(train: pd.DataFrame, classes: list[str], cfg: GenreConfig) -> GenreM
 
 
 def fit_cnn(logmels: list[np.ndarray], labels: list[str], classes: list[str], cfg: GenreConfig):
-    """Train the tiny CNN on log-mel patches; returns a :class:`GenreModel`."""
+    """Train the tiny CNN on log-mel patches; returns a :class:`GenreModel` and what the fit
+    did (epochs run, best epoch, tracks fitted and held out for early stopping)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import tensorflow as tf
@@ -345,12 +356,14 @@ def fit_cnn(logmels: list[np.ndarray], labels: list[str], classes: list[str], cf
     except RuntimeError:  # already initialised in this process
         pass
     keras.utils.set_random_seed(cfg.seed)
-    patches, owner = _patches(logmels, c.patch_frames, c.patch_hop)
     codes = pd.Categorical(labels, categories=classes).codes
-    y = codes[owner]
+    fit_idx, val_idx = _early_stopping_split(labels, cfg)
+    patches, owner = _patches([logmels[i] for i in fit_idx], c.patch_frames, c.patch_hop)
+    y = codes[fit_idx][owner]
     mean = patches.mean(axis=(0, 2, 3))
     std = patches.std(axis=(0, 2, 3)) + 1e-3
     x = _normalise(patches, mean, std)
+    del patches
     layers = keras.layers
     net = keras.Sequential(
         [
@@ -371,8 +384,36 @@ def fit_cnn(logmels: list[np.ndarray], labels: list[str], classes: list[str], cf
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    net.fit(x, y, epochs=c.epochs, batch_size=c.batch_size, shuffle=True, verbose=0)
-    return GenreModel(
+    extra: dict = {}
+    stopper = None
+    if len(val_idx):
+        val_patches, val_owner = _patches(
+            [logmels[i] for i in val_idx], c.patch_frames, c.patch_hop
+        )
+        extra = {
+            "validation_data": (_normalise(val_patches, mean, std), codes[val_idx][val_owner]),
+        }
+        stopper = keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=c.patience,
+            min_delta=c.min_delta,
+            restore_best_weights=True,
+        )
+        extra["callbacks"] = [stopper]
+    history = net.fit(
+        x, y, epochs=c.epochs, batch_size=c.batch_size, shuffle=True, verbose=0, **extra
+    )
+    losses = history.history.get("val_loss") or []
+    # the weights kept are those of the stopper's best epoch (an improvement beyond min_delta)
+    best = None if stopper is None or stopper.best_epoch is None else int(stopper.best_epoch)
+    fit = {
+        "epochs_run": len(history.history["loss"]),
+        "best_epoch": None if best is None else best + 1,
+        "best_validation_loss": None if best is None else round(float(losses[best]), 5),
+        "fit_tracks": len(fit_idx),
+        "validation_tracks": len(val_idx),
+    }
+    model = GenreModel(
         "cnn",
         classes,
         keras_model=net,
@@ -381,6 +422,23 @@ def fit_cnn(logmels: list[np.ndarray], labels: list[str], classes: list[str], cf
         patch_frames=c.patch_frames,
         patch_hop=c.patch_hop,
     )
+    return model, fit
+
+
+def _early_stopping_split(labels: list[str], cfg: GenreConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Training tracks to fit and to hold out for early stopping (none when it is off)."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    counts = pd.Series(labels).value_counts()
+    share = cfg.cnn.validation_share
+    if not cfg.cnn.patience or len(labels) * share < len(counts):
+        return idx, idx[:0]
+    stratify = labels if counts.min() >= 2 else None
+    fit_idx, val_idx = train_test_split(
+        idx, test_size=share, random_state=cfg.seed, stratify=stratify
+    )
+    return np.sort(fit_idx), np.sort(val_idx)
 
 
 def split_tracks(frame: pd.DataFrame, cfg: GenreConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -524,7 +582,7 @@ def _train(day, cfg, target, run_id, artifacts, landing_root, promote_at, starte
         tr = [i for i in train_idx if have[i]]
         te_ok = bool(have[test_idx].all())
         if len(tr) >= 10 and te_ok:
-            models["cnn"] = fit_cnn(
+            models["cnn"], cnn_fit = fit_cnn(
                 [mels[i] for i in tr], data["genre"].iloc[tr].tolist(), classes, cfg
             )
             test_mels = [mels[i] for i in test_idx]
@@ -532,6 +590,7 @@ def _train(day, cfg, target, run_id, artifacts, landing_root, promote_at, starte
                 y_test, _predict_names(models["cnn"], test, test_mels), classes
             )
             results["cnn"]["train_tracks"] = len(tr)
+            results["cnn"]["fit"] = cnn_fit
         else:
             results["cnn"] = {
                 "skipped": f"log-mels missing for {int((~have).sum())} of {len(have)} clips"
@@ -727,6 +786,20 @@ def write_card(record, model: GenreModel, metrics: dict, report: dict, day: date
         f"{html.escape(str(c.get('detail', '')))}</li>"
         for c in report["checks"]
     )
+    cnn_fit = (metrics["candidates"].get("cnn") or {}).get("fit") or {}
+    cnn_text = ""
+    if cnn_fit:
+        stopping = (
+            f"; early stopping on the loss of {cnn_fit['validation_tracks']} training tracks"
+            f" held out from the fit kept epoch {cnn_fit['best_epoch']}"
+            if cnn_fit.get("validation_tracks")
+            else "; no early stopping"
+        )
+        cnn_text = (
+            f"<p>CNN fit: {cnn_fit['epochs_run']} epochs of at most"
+            f" {metrics['config']['cnn']['epochs']} on {cnn_fit['fit_tracks']} tracks"
+            f"{html.escape(stopping)}.</p>"
+        )
     what = (
         "LightGBM on the 50 librosa summary features of features.track_audio"
         if model.kind == "gbm"
@@ -748,6 +821,7 @@ tracks (accuracy, then macro F1).</p>
 (extractor {html.escape(str(metrics.get("extractor_version")))}); split by track, seeded
 ({metrics["seed"]}), {metrics["holdout_share"]:.0%} held out:
 {metrics["rows"]["train"]} training and {metrics["rows"]["holdout"]} held-out tracks.</p>
+{cnn_text}
 <h2>Held-out metrics</h2>{"".join(table)}
 <h2>Confusion matrices (rows = true genre)</h2>{confusions}
 {"<h2>Feature importance (gain share)</h2><table>" + imp + "</table>" if imp else ""}

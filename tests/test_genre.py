@@ -122,6 +122,9 @@ def test_cnn_and_gbm_are_both_reported(genre_world, genre_dsn, artifacts) -> Non
     cands = trained["metrics"]["candidates"]
     assert set(cands) == {"gbm", "cnn"}
     assert "confusion" in cands["cnn"], cands["cnn"]
+    fit = cands["cnn"]["fit"]
+    assert fit["fit_tracks"] + fit["validation_tracks"] == cands["cnn"]["train_tracks"]
+    assert fit["validation_tracks"] > 0 and 1 <= fit["best_epoch"] <= fit["epochs_run"] <= 20
     assert acc["cnn"] > acc["baseline"]
     f1 = trained["macro_f1"]
     assert trained["chosen"] == max(("gbm", "cnn"), key=lambda k: (acc[k], f1[k], k == "gbm"))
@@ -135,3 +138,40 @@ def test_cnn_and_gbm_are_both_reported(genre_world, genre_dsn, artifacts) -> Non
         landing_root=genre_world.landing,
     )
     assert scored["status"] == "scored" and scored["tracks"] > 0 and scored["missing_audio"] == 0
+
+
+@pytest.mark.slow
+def test_cnn_early_stopping_keeps_the_best_epochs_weights() -> None:
+    """On clips whose labels are noise the held-out loss only rises after a while: the fit
+    stops early and the model it returns has the best epoch's held-out loss, not the last
+    epoch's."""
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    labels = [str(x) for x in rng.choice(["pop", "rock", "jazz"], size=90)]
+    mels = [rng.normal(-40.0, 12.0, size=(64, 80)).astype(np.float32) for _ in labels]
+    cnn = replace(genre.CnnConfig(), epochs=30, patience=2, min_delta=0.0, batch_size=16)
+    cfg = replace(genre.GenreConfig(), cnn=cnn, seed=11)
+    classes = sorted(set(labels))
+    model, fit = genre.fit_cnn(mels, labels, classes, cfg)
+    assert fit["validation_tracks"] == 9 and fit["fit_tracks"] == 81
+    assert fit["epochs_run"] < 30 and fit["best_epoch"] <= fit["epochs_run"] - 2
+
+    _, val_idx = genre._early_stopping_split(labels, cfg)
+    patches, owner = genre._patches([mels[i] for i in val_idx], 64, cnn.patch_hop)
+    x = genre._normalise(patches, model.band_mean, model.band_std)
+    y = np.asarray([classes.index(labels[i]) for i in val_idx])[owner]
+    probs = model._keras.predict(x, verbose=0)
+    loss = float(keras.losses.sparse_categorical_crossentropy(y, probs).numpy().mean())
+    assert loss == pytest.approx(fit["best_validation_loss"], abs=2e-4)
+
+    off = replace(cfg, cnn=replace(cnn, patience=0, epochs=3))
+    _, fit_off = genre.fit_cnn(mels, labels, classes, off)
+    assert fit_off == {
+        "epochs_run": 3,
+        "best_epoch": None,
+        "best_validation_loss": None,
+        "fit_tracks": 90,
+        "validation_tracks": 0,
+    }
