@@ -757,6 +757,19 @@ def _binary_from_matrix(mat: np.ndarray, lengths: np.ndarray) -> pa.Array:
 # --------------------------------------------------------------------------- retrieval
 
 
+def feature_days_sql(dates) -> str:
+    """SQL condition on ``feature_ts`` covering the feature days ``dates`` (min..max).
+
+    The feature tables are partitioned on ``feature_ts``, one partition per UTC day: with
+    this beside a condition on ``dt``, an entity query reads only the partitions of its
+    dates instead of every day the warehouse keeps."""
+    first, last = min(dates), max(dates)
+    return (
+        f"feature_ts >= TIMESTAMPTZ '{first.isoformat()} 00:00:00+00'"
+        f" AND feature_ts < TIMESTAMPTZ '{(last + timedelta(days=1)).isoformat()} 00:00:00+00'"
+    )
+
+
 def historical_features(
     entity_sql: str,
     service: str,

@@ -5,6 +5,7 @@ On a private copy of the churn world (56 days, 800 users, 150 tracks), with smal
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -152,6 +153,25 @@ def test_feast_and_warehouse_features_agree(pop) -> None:
             np.testing.assert_allclose(
                 left.astype(float), right.astype(float), equal_nan=True, err_msg=column
             )
+
+
+def test_entity_queries_read_only_the_partitions_of_their_days(pop) -> None:
+    from ml_tasks.feature_store import feature_days_sql
+
+    dsn, day = pop["dsn"], pop["day"]
+    dates = [day - timedelta(days=5), day - timedelta(days=3)]
+    query = (
+        f"EXPLAIN SELECT track_id FROM features.track_daily WHERE {feature_days_sql(dates)}"
+        f" AND dt IN (DATE '{dates[0]}', DATE '{dates[1]}')"
+    )
+    plan = "\n".join(r[0] for r in frame(dsn, query).itertuples(index=False))
+    scanned = set(re.findall(r"on (track_daily_\d+)", plan))
+    assert scanned == {f"track_daily_{day - timedelta(days=k):%Y%m%d}" for k in (3, 4, 5)}
+    partitions = frame(
+        dsn,
+        "SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'features.track_daily'::regclass",
+    )
+    assert partitions["n"].iloc[0] > 40
 
 
 def test_lags_and_naive_baselines_come_from_past_days_only(pop) -> None:

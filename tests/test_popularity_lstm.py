@@ -129,3 +129,38 @@ def test_entity_sample_shares_cover_each_horizons_cap_and_every_holdout_row() ->
     assert plan_sample(splits, rows, roomy)[0].where_sql() == "TRUE"
     with pytest.raises(ValueError, match="shares must be in"):
         EntitySample({d[0]: 0.0}, seed=1)
+
+
+class _CountingMember:
+    """A stand-in member that forecasts fixed values and counts its calls."""
+
+    def __init__(self, values) -> None:
+        self.values, self.calls = np.asarray(values, dtype=float), 0
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        self.calls += 1
+        return self.values[: len(frame)]
+
+
+def test_served_forecasts_up_to_a_horizon_reuse_forecasts_already_made() -> None:
+    from ml_tasks.popularity.model import PopularityModel
+
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0]})
+    members = {
+        1: _CountingMember([5, 1, 2]),
+        7: _CountingMember([4, 6, 1]),
+        30: _CountingMember([9, 3, 8]),
+    }
+    model = PopularityModel((1, 7, 30), 30, ["x"], dict.fromkeys((1, 7, 30), "lightgbm"), members)
+    full = model.predict(frame)
+    assert full.to_numpy().tolist() == [[5, 5, 9], [1, 6, 6], [2, 2, 8]]  # non-decreasing
+    assert [m.calls for m in members.values()] == [1, 1, 1]
+
+    upto = model.predict(frame, upto=7)
+    assert list(upto.columns) == ["predicted_plays_1d", "predicted_plays_7d"]
+    pd.testing.assert_frame_equal(upto, full[list(upto.columns)])
+    assert [m.calls for m in members.values()] == [2, 2, 1]
+
+    made = model.predict(frame, upto=30, made={30: np.array([9.0, 3.0, 8.0])})
+    pd.testing.assert_frame_equal(made, full)
+    assert [m.calls for m in members.values()] == [3, 3, 1]  # the 30-day member not called

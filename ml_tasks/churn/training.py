@@ -152,12 +152,12 @@ def training_frame(dates: list[date], *, service: str, dsn: str | None = None) -
     target = warehouse.resolve_dsn(dsn=dsn)
     date_list = ", ".join(f"DATE '{d.isoformat()}'" for d in sorted(dates))
     if FEATURE_SOURCE == "feast":
-        from ml_tasks.feature_store import apply, historical_features
+        from ml_tasks.feature_store import apply, feature_days_sql, historical_features
 
         apply(dsn=target)  # idempotent: registers the feature services on a fresh warehouse
         entity_sql = (
             "SELECT user_id, ((dt + 1)::timestamp AT TIME ZONE 'UTC') AS event_timestamp"
-            f" FROM features.user_daily WHERE dt IN ({date_list})"
+            f" FROM features.user_daily WHERE {feature_days_sql(dates)} AND dt IN ({date_list})"
         )
         frame = historical_features(entity_sql, service, dsn=target)
         ts = pd.to_datetime(frame["event_timestamp"], utc=True)

@@ -77,7 +77,8 @@ def write_model_card(
     served: dict[int, pd.DataFrame] | None = None,
 ) -> Path:
     """Write ``model_card.html`` beside the record's artifact; returns its path.
-    ``served``: ``model.predict`` of each holdout, when already made."""
+    ``served``: ``model.predict`` of each holdout (at least up to its horizon), when already
+    made."""
     metrics = record.metrics
     champion = metrics.get("champion") or {}
     head = (
@@ -101,7 +102,7 @@ def write_model_card(
         )
         frame = holdouts.get(h)
         if frame is not None and len(frame):
-            forecast = served[h] if served and h in served else model.predict(frame)
+            forecast = served[h] if served and h in served else model.predict(frame, upto=h)
             pred = forecast[prediction_column(h)].to_numpy()
             imgs = f"<img src='data:image/png;base64,{_plot(frame, pred, h)}'/>"
             imp = model.importances(h)

@@ -199,7 +199,9 @@ def feature_frame(
     ``features.track_daily`` read directly (what scoring uses; a test shows they agree).
     ``sample``: only the sampled rows, with their draw in :data:`SAMPLE_COLUMN`.
     """
-    where = f"dt IN ({_date_list(dates)})"
+    from ml_tasks.feature_store import feature_days_sql
+
+    where = f"{feature_days_sql(dates)} AND dt IN ({_date_list(dates)})"
     extra: list[str] = []
     if sample is not None:
         where += f" AND {sample.where_sql()}"

@@ -405,15 +405,30 @@ class PopularityModel:
             return 0.5 * (self.lightgbm[horizon].predict(frame) + self.lstm[horizon].predict(frame))
         raise ValueError(f"unknown member {which!r}")
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Forecast plays per horizon, non-decreasing in the horizon."""
-        out = np.zeros((len(frame), len(self.horizons)))
-        for j, h in enumerate(sorted(self.horizons)):
+    def predict(
+        self,
+        frame: pd.DataFrame,
+        *,
+        upto: int | None = None,
+        made: dict[int, np.ndarray] | None = None,
+    ) -> pd.DataFrame:
+        """Forecast plays per horizon, non-decreasing in the horizon.
+
+        ``upto``: only the horizons up to this one (a horizon's forecast depends on the
+        shorter ones only). ``made``: the chosen members' forecasts of ``frame`` already
+        made, per horizon (not yet made non-decreasing), so that they are not made again.
+        """
+        horizons = [h for h in sorted(self.horizons) if upto is None or h <= upto]
+        out = np.zeros((len(frame), len(horizons)))
+        for j, h in enumerate(horizons):
             if len(frame):
-                out[:, j] = self.predict_member(frame, h, self.chosen[h])
+                known = (made or {}).get(h)
+                out[:, j] = (
+                    self.predict_member(frame, h, self.chosen[h]) if known is None else known
+                )
         out = np.maximum.accumulate(out, axis=1)
         return pd.DataFrame(
-            out, columns=[prediction_column(h) for h in sorted(self.horizons)], index=frame.index
+            out, columns=[prediction_column(h) for h in horizons], index=frame.index
         )
 
     def importances(self, horizon: int) -> dict[str, float]:

@@ -140,9 +140,10 @@ def evaluate(
     served: pd.DataFrame | None = None,
 ) -> dict:
     """WAPE of the served forecast at horizon ``h`` on ``frame``, beside the naive baseline,
-    overall and on new releases. ``served``: ``model.predict(frame)``, when already made."""
+    overall and on new releases. ``served``: ``model.predict(frame)`` (at least up to ``h``),
+    when already made."""
     y = frame[target_column(h)].to_numpy(dtype=float)
-    served = model.predict(frame) if served is None else served
+    served = model.predict(frame, upto=h) if served is None else served
     p = served[prediction_column(h)].to_numpy()
     naive = frame[naive_column(h)].to_numpy(dtype=float)
     new = _segment(frame, h, cfg)
@@ -211,7 +212,9 @@ def fit_horizons(
     cfg: PopularityConfig,
     shares: dict[int, float] | None = None,
 ) -> tuple[PopularityModel, dict]:
-    """Fit every family per horizon, pick the best (or the blend) on the holdout.
+    """Fit every family per horizon, pick the best (or the blend) on the holdout. Returns
+    the model and what the fits did; its ``holdout_forecasts`` are the chosen member's
+    forecasts of each horizon's holdout (:meth:`PopularityModel.predict`'s ``made``).
 
     ``shares``: per horizon, the share of its training rows it samples (by the rows'
     :data:`SAMPLE_COLUMN` draw, when ``data`` came from a :func:`plan_sample` sample)."""
@@ -221,6 +224,7 @@ def fit_horizons(
     candidates: dict[str, dict[str, float | None]] = {}
     fit_seconds: dict[str, dict[str, float]] = {}
     rows: dict[str, dict[str, int]] = {}
+    forecasts: dict[int, np.ndarray] = {}
     for h, split in sorted(splits.items()):
         col = target_column(h)
         train = data[data["dt"].isin(split.train) & data[col].notna()]
@@ -256,6 +260,7 @@ def fit_horizons(
         ranked = [n for n in scores if scores[n] is not None]
         chosen = min(ranked, key=lambda n: scores[n]) if ranked else next(iter(preds))
         model.chosen[h] = chosen
+        forecasts[h] = preds[chosen]
         candidates[str(h)] = {n: (None if v is None else round(v, 5)) for n, v in scores.items()}
         fit_seconds[str(h)] = secs
         rows[str(h)] = {"train": len(train), "holdout": len(holdout)}
@@ -267,7 +272,13 @@ def fit_horizons(
                 lstm_epochs=member.epochs_run,
             )
         log.info("popularity %dd: %s -> %s", h, candidates[str(h)], chosen)
-    return model.prune(), {"candidates": candidates, "fit_seconds": fit_seconds, "rows": rows}
+    info = {
+        "candidates": candidates,
+        "fit_seconds": fit_seconds,
+        "rows": rows,
+        "holdout_forecasts": forecasts,
+    }
+    return model.prune(), info
 
 
 # --------------------------------------------------------------------------- the gate
@@ -450,8 +461,10 @@ def _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
     holdouts = {
         h: data[data["dt"].isin(s.holdout)].reset_index(drop=True) for h, s in splits.items()
     }
-    # the served forecasts of each holdout, made once: the evaluation and the card use them
-    served = {h: model.predict(frame) for h, frame in holdouts.items()}
+    # the served forecasts of each holdout, made once (the chosen member's own forecast from
+    # the fit, the shorter horizons' members again): the evaluation and the card use them
+    made = fit_info.pop("holdout_forecasts")
+    served = {h: model.predict(frame, upto=h, made={h: made[h]}) for h, frame in holdouts.items()}
     evaluation = {}
     for h, frame in holdouts.items():
         evaluation[str(h)] = {
