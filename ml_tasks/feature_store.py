@@ -236,8 +236,24 @@ def apply(dsn: str | None = None) -> dict:
 
     Objects registered earlier but no longer defined are deleted (with their online
     tables). Returns what is defined and what this call changed.
+
+    Concurrent calls (``retrain_nightly`` starts its trainers at once, and each applies)
+    take turns on an advisory lock: two Feast applies at once race on creating the same
+    online tables and indexes, and one of them fails.
     """
     target = warehouse.resolve_dsn(dsn=dsn)
+    with (
+        warehouse.connect(target, autocommit=True) as lock_conn,
+        warehouse.session_lock(lock_conn, APPLY_LOCK),
+    ):
+        return _apply(target)
+
+
+#: Advisory lock serialising :func:`apply` across processes.
+APPLY_LOCK = "encore.feast_apply"
+
+
+def _apply(target: str) -> dict:
     _check_schemas(target)
     defs = definitions()
     store = get_store(target)

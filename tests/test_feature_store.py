@@ -420,3 +420,26 @@ def test_bulk_and_feast_write_the_same_online_rows(fs_dsn: str) -> None:
         assert bulk_tables[view] == feast_tables[view], view
     assert bulk_served == feast_served
     assert feast_served["churn_v1"]["plan"][-1] is None
+
+
+def _apply_in_child(dsn: str) -> dict:
+    from ml_tasks import feature_store
+
+    return feature_store.apply(dsn=dsn)
+
+
+def test_concurrent_applies_take_turns(warehouse_dsn: str) -> None:
+    """retrain_nightly starts its three trainers at once and each applies the Feast project:
+    three processes applying at once all succeed (without the lock they raced on creating
+    the same online indexes, and one failed with a duplicate key in pg_class)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        # once alone (its online indexes created, then dropped as unused), then three at once
+        pool.map(_apply_in_child, [warehouse_dsn], chunksize=1)
+        results = pool.map(_apply_in_child, [warehouse_dsn] * 3, chunksize=1)
+    assert all(r["feature_views"] == results[0]["feature_views"] for r in results)
+    with warehouse.connect(warehouse_dsn) as conn:
+        for view in results[0]["feature_views"]:
+            table = fst.online_table(view)
+            assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None
