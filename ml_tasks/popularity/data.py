@@ -237,9 +237,11 @@ def feature_frame(
 
 def catalogue_rows(dates: list[date], *, dsn: str) -> dict[date, int]:
     """Catalogue tracks (rows of ``features.track_daily``) on each date."""
+    from ml_tasks.feature_store import feature_days_sql
+
     query = (
-        f"SELECT dt, count(*) FROM features.track_daily WHERE dt IN ({_date_list(dates)})"
-        " GROUP BY dt"
+        f"SELECT dt, count(*) FROM features.track_daily WHERE {feature_days_sql(dates)}"
+        f" AND dt IN ({_date_list(dates)}) GROUP BY dt"
     )
     with warehouse.connect(dsn) as conn:
         return {d: int(n) for d, n in conn.execute(query).fetchall()}

@@ -112,6 +112,11 @@ def plan_splits(day: date, cfg: PopularityConfig, first_day: date) -> dict[int, 
     return out
 
 
+def scoring_dates(splits: dict[int, HorizonSplit]) -> list[date]:
+    """Every training and holdout scoring date of the splits, oldest first."""
+    return sorted({d for s in splits.values() for d in (*s.train, *s.holdout)})
+
+
 def first_activity_day(dsn: str) -> date:
     with warehouse.connect(dsn) as conn:
         first = conn.execute(
@@ -403,7 +408,7 @@ def load_dataset(
 ) -> pd.DataFrame:
     """Examples (features from Feast, lags, naive baselines, targets as of ``day``) for
     every scoring date of the splits: all rows, or those of ``sample``."""
-    dates = sorted({d for s in splits.values() for d in (*s.train, *s.holdout)})
+    dates = scoring_dates(splits)
     return build_examples(
         dates,
         as_of=day,
@@ -446,7 +451,7 @@ def train_popularity(
 def _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at) -> dict:
     splits = plan_splits(day, cfg, first_activity_day(target))
     t0 = time.perf_counter()
-    dates = sorted({d for s in splits.values() for d in (*s.train, *s.holdout)})
+    dates = scoring_dates(splits)
     catalogue = catalogue_rows(dates, dsn=target)
     sample, shares = plan_sample(splits, catalogue, cfg)
     data = load_dataset(day, splits, cfg, target, sample)
@@ -488,7 +493,7 @@ def _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
         except Exception as exc:  # a champion we cannot evaluate blocks promotion
             champ_error = f"{type(exc).__name__}: {exc}"
 
-    used = sorted({d for s in splits.values() for d in (*s.train, *s.holdout)})
+    used = scoring_dates(splits)
     validation = registry.features_validated(used, suite=FEATURE_SUITE, dsn=target)
     report = gate(
         candidate=evaluation,
