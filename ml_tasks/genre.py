@@ -427,31 +427,27 @@ def fit_cnn(logmels: list[np.ndarray], labels: list[str], classes: list[str], cf
 
 def _early_stopping_split(labels: list[str], cfg: GenreConfig) -> tuple[np.ndarray, np.ndarray]:
     """Training tracks to fit and to hold out for early stopping (none when it is off)."""
+    share = cfg.cnn.validation_share
+    if not cfg.cnn.patience or len(labels) * share < len(set(labels)):
+        idx = np.arange(len(labels))
+        return idx, idx[:0]
+    return _stratified_split(labels, share, cfg.seed)
+
+
+def _stratified_split(labels, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions kept and held out (``share`` of them): seeded, stratified by label when
+    every label has at least two rows."""
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(labels))
-    counts = pd.Series(labels).value_counts()
-    share = cfg.cnn.validation_share
-    if not cfg.cnn.patience or len(labels) * share < len(counts):
-        return idx, idx[:0]
-    stratify = labels if counts.min() >= 2 else None
-    fit_idx, val_idx = train_test_split(
-        idx, test_size=share, random_state=cfg.seed, stratify=stratify
-    )
-    return np.sort(fit_idx), np.sort(val_idx)
+    stratify = labels if pd.Series(labels).value_counts().min() >= 2 else None
+    kept, held = train_test_split(idx, test_size=share, random_state=seed, stratify=stratify)
+    return np.sort(kept), np.sort(held)
 
 
 def split_tracks(frame: pd.DataFrame, cfg: GenreConfig) -> tuple[np.ndarray, np.ndarray]:
     """Held-out split by track: seeded, stratified by genre when every genre allows it."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(frame))
-    counts = frame["genre"].value_counts()
-    stratify = frame["genre"] if counts.min() >= 2 else None
-    train_idx, test_idx = train_test_split(
-        idx, test_size=cfg.holdout_share, random_state=cfg.seed, stratify=stratify
-    )
-    return np.sort(train_idx), np.sort(test_idx)
+    return _stratified_split(frame["genre"], cfg.holdout_share, cfg.seed)
 
 
 # --------------------------------------------------------------------------- gate

@@ -28,6 +28,7 @@ import pandas as pd
 from psycopg import sql
 
 from ml_tasks import warehouse
+from ml_tasks.feature_store import feature_days_sql
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +200,6 @@ def feature_frame(
     ``features.track_daily`` read directly (what scoring uses; a test shows they agree).
     ``sample``: only the sampled rows, with their draw in :data:`SAMPLE_COLUMN`.
     """
-    from ml_tasks.feature_store import feature_days_sql
-
     where = f"{feature_days_sql(dates)} AND dt IN ({_date_list(dates)})"
     extra: list[str] = []
     if sample is not None:
@@ -237,8 +236,6 @@ def feature_frame(
 
 def catalogue_rows(dates: list[date], *, dsn: str) -> dict[date, int]:
     """Catalogue tracks (rows of ``features.track_daily``) on each date."""
-    from ml_tasks.feature_store import feature_days_sql
-
     query = (
         f"SELECT dt, count(*) FROM features.track_daily WHERE {feature_days_sql(dates)}"
         f" AND dt IN ({_date_list(dates)}) GROUP BY dt"
