@@ -271,6 +271,7 @@ def _apply(target: str) -> dict:
         "feature_view": list(defs.FEATURE_VIEWS),
         "feature_service": list(defs.FEATURE_SERVICES),
     }
+    _infer_entity_columns(store, wanted)
     changed = [
         f"{kind}:{obj.name}"
         for kind, objs in wanted.items()
@@ -312,6 +313,22 @@ def _apply(target: str) -> dict:
         ", ".join(changed) or "nothing new",
     )
     return summary
+
+
+def _infer_entity_columns(store: Any, wanted: dict[str, list]) -> None:
+    """Fill in the defined views' entity columns as Feast's apply does, before comparing.
+
+    The registry keeps each view's entity columns, inferred from its entities' join keys at
+    apply; a freshly loaded definition has none. Compared uninferred, every view looked
+    changed in every new process, so each trainer re-ran Feast's apply, which re-created the
+    online indexes Encore drops. Every view declares its schema and its entities a value
+    type, so this reads nothing from the warehouse.
+    """
+    from feast.inference import update_feature_views_with_inferred_features_and_entities
+
+    update_feature_views_with_inferred_features_and_entities(
+        store._get_provider(), wanted["feature_view"], wanted["entity"], store.config
+    )
 
 
 def tune_online_tables(dsn: str, views: Sequence[str]) -> list[str]:

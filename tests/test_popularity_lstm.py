@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ml_tasks.popularity.config import LstmConfig, PopularityConfig, PopularityConfigError
-from ml_tasks.popularity.data import lag_column
+from ml_tasks.popularity.data import lag_column, target_column
 from ml_tasks.popularity.model import fit_lstm, latest_rows_split, lstm_rows, wape
 
 STEPS = 7
@@ -164,3 +164,62 @@ def test_served_forecasts_up_to_a_horizon_reuse_forecasts_already_made() -> None
     made = model.predict(frame, upto=30, made={30: np.array([9.0, 3.0, 8.0])})
     pd.testing.assert_frame_equal(made, full)
     assert [m.calls for m in members.values()] == [3, 3, 1]  # the 30-day member not called
+
+
+def test_the_families_fit_at_once_and_forecast_as_one_after_another(monkeypatch) -> None:
+    """With ``families_together`` LightGBM fits in a second thread while the LSTM fits (the
+    two overlap in time); the forecasts, scores and choices are exactly those of fitting the
+    families one after another."""
+    import threading
+    import time
+
+    from ml_tasks.popularity import training
+
+    steps = 30
+    rng = np.random.default_rng(3)
+    rows, dates = 3_000, 24
+    frame = pd.DataFrame({lag_column(k): rng.poisson(20, rows) for k in range(steps)})
+    frame["days_since_release"] = rng.integers(0, 200, rows)
+    frame["genre"] = rng.choice(["rock", "jazz"], rows)
+    frame["dt"] = [date(2026, 3, 1) + timedelta(days=int(d)) for d in rng.integers(0, dates, rows)]
+    for h in (1, 7, 30):
+        lags = frame[[lag_column(k) for k in range(h)]].sum(axis=1)
+        frame[target_column(h)] = lags + rng.poisson(3, rows)
+    day = [date(2026, 3, 1) + timedelta(days=d) for d in range(dates)]
+    splits = {h: training.HorizonSplit(h, day[:18], day[18:], 0) for h in (1, 7, 30)}
+    base = PopularityConfig().with_overrides(
+        lightgbm={"n_estimators": 40},
+        lstm={"units": 4, "dense_units": 4, "epochs": 2, "batch_size": 256},
+    )
+
+    spans: dict[str, list[tuple[float, float, int]]] = {"lightgbm": [], "lstm": []}
+
+    def timed(family: str, fit):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            member = fit(*args, **kwargs)
+            spans[family].append((start, time.perf_counter(), threading.get_ident()))
+            return member
+
+        return run
+
+    monkeypatch.setattr(training, "fit_lightgbm", timed("lightgbm", training.fit_lightgbm))
+    monkeypatch.setattr(training, "fit_lstm", timed("lstm", training.fit_lstm))
+
+    apart_model, apart = training.fit_horizons(
+        frame, splits, base.with_overrides(families_together=False)
+    )
+    assert {ident for *_, ident in spans["lightgbm"] + spans["lstm"]} == {threading.get_ident()}
+    assert spans["lstm"][-1][1] <= spans["lightgbm"][0][0]  # one family, then the other
+    spans = {"lightgbm": [], "lstm": []}
+    model, together = training.fit_horizons(frame, splits, base)
+    assert together["candidates"] == apart["candidates"]
+    assert model.chosen == apart_model.chosen
+    for h in (1, 7, 30):
+        np.testing.assert_array_equal(
+            together["holdout_forecasts"][h], apart["holdout_forecasts"][h]
+        )
+    assert {ident for *_, ident in spans["lightgbm"]} != {threading.get_ident()}
+    gbm = (spans["lightgbm"][0][0], spans["lightgbm"][-1][1])
+    lstm = (spans["lstm"][0][0], spans["lstm"][-1][1])
+    assert gbm[0] < lstm[1] and lstm[0] < gbm[1]  # the two families' fits overlapped

@@ -83,6 +83,8 @@ class PopularityConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
     families: tuple[str, ...] = FAMILIES
     blend: bool = True
+    #: Fit the families at once, one thread each (each family's fit is single-threaded).
+    families_together: bool = True
     lightgbm: LightGbmConfig = field(default_factory=LightGbmConfig)
     lstm: LstmConfig = field(default_factory=LstmConfig)
     gate: GateConfig = field(default_factory=GateConfig)
@@ -136,7 +138,12 @@ class PopularityConfig:
                     kwargs[key] = kind(**(data.pop(key) or {}))
                 except TypeError as exc:
                     raise PopularityConfigError(f"{CONFIG_FILE} [{key}]: {exc}") from exc
-        for key, kind in (("feature_service", str), ("sequence_days", int), ("blend", bool)):
+        for key, kind in (
+            ("feature_service", str),
+            ("sequence_days", int),
+            ("blend", bool),
+            ("families_together", bool),
+        ):
             if key in data:
                 kwargs[key] = kind(data.pop(key))
         if data:

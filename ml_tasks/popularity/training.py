@@ -29,15 +29,17 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ml_tasks import registry, training_inputs, warehouse
-from ml_tasks.popularity.config import PopularityConfig
+from ml_tasks.popularity.config import FAMILIES, PopularityConfig
 from ml_tasks.popularity.data import (
     SAMPLE_COLUMN,
     EntitySample,
@@ -211,6 +213,78 @@ def plan_sample(
     return EntitySample(shares, cfg.lightgbm.seed), horizon_share
 
 
+def _horizon_frames(
+    data: pd.DataFrame, split: HorizonSplit, cfg: PopularityConfig, share: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One horizon's training rows (its entity sample, then at most the row cap) and
+    holdout rows (all of them)."""
+    h = split.horizon
+    col = target_column(h)
+    train = data[data["dt"].isin(split.train) & data[col].notna()]
+    if share < 1.0:
+        train = train[train[SAMPLE_COLUMN] < share]
+        if len(train) < cfg.window.max_train_rows:
+            log.warning(
+                "popularity %dd: the entity sample drew %d training rows, below the cap %d",
+                h,
+                len(train),
+                cfg.window.max_train_rows,
+            )
+    if len(train) > cfg.window.max_train_rows:
+        train = train.sample(cfg.window.max_train_rows, random_state=cfg.lightgbm.seed)
+    holdout = data[data["dt"].isin(split.holdout)].reset_index(drop=True)
+    return train, holdout
+
+
+#: A family's fits: per horizon, the member, its fit's wall seconds and its holdout forecast.
+FamilyFits = dict[int, tuple[Any, float, np.ndarray]]
+
+
+def _fit_family(
+    family: str,
+    frames: dict[int, tuple[pd.DataFrame, pd.DataFrame]],
+    names: list[str],
+    genres: list[str],
+    cfg: PopularityConfig,
+) -> FamilyFits:
+    """Fit one family on every horizon, one after another, and forecast each holdout."""
+    fits: FamilyFits = {}
+    for h, (train, holdout) in frames.items():
+        col = target_column(h)
+        t0 = time.perf_counter()
+        if family == "lightgbm":
+            member = fit_lightgbm(train, col, names, genres, cfg.lightgbm)
+        else:
+            member = fit_lstm(train, col, names, genres, cfg.sequence_days, cfg.lstm)
+        fits[h] = (member, round(time.perf_counter() - t0, 2), member.predict(holdout))
+    return fits
+
+
+def _fit_families(
+    frames: dict[int, tuple[pd.DataFrame, pd.DataFrame]],
+    names: list[str],
+    genres: list[str],
+    cfg: PopularityConfig,
+) -> dict[str, FamilyFits]:
+    """Every configured family's fits; with ``cfg.families_together``, the families fit at
+    once, one thread each.
+
+    Each family's fit is single-threaded (LightGBM's ``n_jobs``, the LSTM's ``threads``)
+    and both release the GIL while they compute, so on two cores the families together
+    take about as long as the slower one. Within a family the horizons fit one after
+    another, so the forecasts are those of fitting the families one after another.
+    """
+    families = [f for f in ("lstm", "lightgbm") if f in cfg.families]
+    if not cfg.families_together or len(families) < 2:
+        return {f: _fit_family(f, frames, names, genres, cfg) for f in families}
+    first, *others = families
+    with ThreadPoolExecutor(len(others), thread_name_prefix="popularity-fit") as pool:
+        pending = {f: pool.submit(_fit_family, f, frames, names, genres, cfg) for f in others}
+        fits = {first: _fit_family(first, frames, names, genres, cfg)}
+        fits.update({f: future.result() for f, future in pending.items()})
+    return fits
+
+
 def fit_horizons(
     data: pd.DataFrame,
     splits: dict[int, HorizonSplit],
@@ -226,39 +300,22 @@ def fit_horizons(
     names = feature_names(data.drop(columns=[c for c in data.columns if c.startswith("y_")]))
     genres = sorted(str(g) for g in data["genre"].dropna().unique())
     model = PopularityModel(tuple(sorted(cfg.horizons)), cfg.sequence_days, names, {})
+    frames = {
+        h: _horizon_frames(data, split, cfg, (shares or {}).get(h, 1.0))
+        for h, split in sorted(splits.items())
+    }
+    fits = _fit_families(frames, names, genres, cfg)
     candidates: dict[str, dict[str, float | None]] = {}
     fit_seconds: dict[str, dict[str, float]] = {}
     rows: dict[str, dict[str, int]] = {}
     forecasts: dict[int, np.ndarray] = {}
-    for h, split in sorted(splits.items()):
-        col = target_column(h)
-        train = data[data["dt"].isin(split.train) & data[col].notna()]
-        share = (shares or {}).get(h, 1.0)
-        if share < 1.0:
-            train = train[train[SAMPLE_COLUMN] < share]
-            if len(train) < cfg.window.max_train_rows:
-                log.warning(
-                    "popularity %dd: the entity sample drew %d training rows, below the cap %d",
-                    h,
-                    len(train),
-                    cfg.window.max_train_rows,
-                )
-        if len(train) > cfg.window.max_train_rows:
-            train = train.sample(cfg.window.max_train_rows, random_state=cfg.lightgbm.seed)
-        holdout = data[data["dt"].isin(split.holdout)].reset_index(drop=True)
-        y = holdout[col].to_numpy(dtype=float)
+    for h, (train, holdout) in frames.items():
+        y = holdout[target_column(h)].to_numpy(dtype=float)
         preds: dict[str, np.ndarray] = {}
         secs: dict[str, float] = {}
-        if "lightgbm" in cfg.families:
-            t0 = time.perf_counter()
-            model.lightgbm[h] = fit_lightgbm(train, col, names, genres, cfg.lightgbm)
-            secs["lightgbm"] = round(time.perf_counter() - t0, 2)
-            preds["lightgbm"] = model.lightgbm[h].predict(holdout)
-        if "lstm" in cfg.families:
-            t0 = time.perf_counter()
-            model.lstm[h] = fit_lstm(train, col, names, genres, cfg.sequence_days, cfg.lstm)
-            secs["lstm"] = round(time.perf_counter() - t0, 2)
-            preds["lstm"] = model.lstm[h].predict(holdout)
+        for family in (f for f in FAMILIES if f in fits):
+            member, secs[family], preds[family] = fits[family][h]
+            getattr(model, family)[h] = member
         if cfg.blend and len(preds) == 2:
             preds["blend"] = 0.5 * (preds["lightgbm"] + preds["lstm"])
         scores = {name: wape(y, p) for name, p in preds.items()}
