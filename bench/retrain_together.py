@@ -47,6 +47,8 @@ def main() -> None:
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         conn.execute("UPDATE ml.model_registry SET metrics = metrics - 'inputs_sha256'")
     encore = str(Path(sys.executable).with_name("encore"))
+    # each trainer's log goes to a file: a pipe read only at the end would fill and stall it
+    logs = {f: work / f"together-{f}.log" for f in FAMILIES}
     started = time.perf_counter()
     procs = {
         f: (
@@ -54,8 +56,7 @@ def main() -> None:
                 [encore, "train", f, "--date", args.date, "--run-id", f"together-{f}"],
                 env=env,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
+                stderr=logs[f].open("w"),
             ),
             time.perf_counter(),
         )
@@ -68,7 +69,7 @@ def main() -> None:
             if proc.poll() is not None:
                 seconds[family] = time.perf_counter() - t0
                 if proc.returncode != 0:
-                    failed[family] = proc.stderr.read()[-2000:]
+                    failed[family] = logs[family].read_text()[-2000:]
                 del pending[family]
         time.sleep(0.5)
     wall = time.perf_counter() - started
@@ -76,6 +77,7 @@ def main() -> None:
         state = "failed" if family in failed else "ok"
         print(f"{family:<12} {seconds[family]:8.1f} s  {state}")
     print(f"{'together':<12} {wall:8.1f} s wall (each trainer's time above shares the cores)")
+    print(f"logs: {work}/together-<family>.log")
     for family, err in failed.items():
         print(f"\n{family} failed:\n{err}", file=sys.stderr)
     sys.exit(1 if failed else 0)

@@ -213,27 +213,40 @@ def plan_sample(
     return EntitySample(shares, cfg.lightgbm.seed), horizon_share
 
 
-def _horizon_frames(
+@dataclass(frozen=True)
+class HorizonRows:
+    """One horizon's rows of the examples, by position: its training rows (its entity
+    sample, then at most the row cap, in the order the cap's sample drew them) and its
+    holdout rows (all of them, in frame order)."""
+
+    train: np.ndarray
+    holdout: np.ndarray
+
+    def frames(self, data: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return data.iloc[self.train], data.iloc[self.holdout].reset_index(drop=True)
+
+
+def _horizon_rows(
     data: pd.DataFrame, split: HorizonSplit, cfg: PopularityConfig, share: float
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One horizon's training rows (its entity sample, then at most the row cap) and
-    holdout rows (all of them)."""
+) -> HorizonRows:
     h = split.horizon
-    col = target_column(h)
-    train = data[data["dt"].isin(split.train) & data[col].notna()]
+    in_train = data["dt"].isin(split.train) & data[target_column(h)].notna()
     if share < 1.0:
-        train = train[train[SAMPLE_COLUMN] < share]
-        if len(train) < cfg.window.max_train_rows:
+        in_train &= data[SAMPLE_COLUMN] < share
+        drawn = int(in_train.sum())
+        if drawn < cfg.window.max_train_rows:
             log.warning(
                 "popularity %dd: the entity sample drew %d training rows, below the cap %d",
                 h,
-                len(train),
+                drawn,
                 cfg.window.max_train_rows,
             )
+    train = pd.Series(np.flatnonzero(in_train.to_numpy()))
     if len(train) > cfg.window.max_train_rows:
+        # the rows DataFrame.sample draws from the training frame: the draw depends only on
+        # the number of rows and the seed
         train = train.sample(cfg.window.max_train_rows, random_state=cfg.lightgbm.seed)
-    holdout = data[data["dt"].isin(split.holdout)].reset_index(drop=True)
-    return train, holdout
+    return HorizonRows(train.to_numpy(), np.flatnonzero(data["dt"].isin(split.holdout)))
 
 
 #: A family's fits: per horizon, the member, its fit's wall seconds and its holdout forecast.
@@ -242,14 +255,19 @@ FamilyFits = dict[int, tuple[Any, float, np.ndarray]]
 
 def _fit_family(
     family: str,
-    frames: dict[int, tuple[pd.DataFrame, pd.DataFrame]],
+    data: pd.DataFrame,
+    rows: dict[int, HorizonRows],
     names: list[str],
     genres: list[str],
     cfg: PopularityConfig,
 ) -> FamilyFits:
-    """Fit one family on every horizon, one after another, and forecast each holdout."""
+    """Fit one family on every horizon, one after another, and forecast each holdout.
+
+    Each horizon's frames are cut from ``data`` here and dropped after its fit, so two
+    families fitting at once hold at most two horizons' frames."""
     fits: FamilyFits = {}
-    for h, (train, holdout) in frames.items():
+    for h, horizon_rows in rows.items():
+        train, holdout = horizon_rows.frames(data)
         col = target_column(h)
         t0 = time.perf_counter()
         if family == "lightgbm":
@@ -257,11 +275,13 @@ def _fit_family(
         else:
             member = fit_lstm(train, col, names, genres, cfg.sequence_days, cfg.lstm)
         fits[h] = (member, round(time.perf_counter() - t0, 2), member.predict(holdout))
+        del train, holdout
     return fits
 
 
 def _fit_families(
-    frames: dict[int, tuple[pd.DataFrame, pd.DataFrame]],
+    data: pd.DataFrame,
+    rows: dict[int, HorizonRows],
     names: list[str],
     genres: list[str],
     cfg: PopularityConfig,
@@ -275,12 +295,13 @@ def _fit_families(
     another, so the forecasts are those of fitting the families one after another.
     """
     families = [f for f in ("lstm", "lightgbm") if f in cfg.families]
+    args = (data, rows, names, genres, cfg)
     if not cfg.families_together or len(families) < 2:
-        return {f: _fit_family(f, frames, names, genres, cfg) for f in families}
+        return {f: _fit_family(f, *args) for f in families}
     first, *others = families
     with ThreadPoolExecutor(len(others), thread_name_prefix="popularity-fit") as pool:
-        pending = {f: pool.submit(_fit_family, f, frames, names, genres, cfg) for f in others}
-        fits = {first: _fit_family(first, frames, names, genres, cfg)}
+        pending = {f: pool.submit(_fit_family, f, *args) for f in others}
+        fits = {first: _fit_family(first, *args)}
         fits.update({f: future.result() for f, future in pending.items()})
     return fits
 
@@ -300,17 +321,17 @@ def fit_horizons(
     names = feature_names(data.drop(columns=[c for c in data.columns if c.startswith("y_")]))
     genres = sorted(str(g) for g in data["genre"].dropna().unique())
     model = PopularityModel(tuple(sorted(cfg.horizons)), cfg.sequence_days, names, {})
-    frames = {
-        h: _horizon_frames(data, split, cfg, (shares or {}).get(h, 1.0))
+    horizon_rows = {
+        h: _horizon_rows(data, split, cfg, (shares or {}).get(h, 1.0))
         for h, split in sorted(splits.items())
     }
-    fits = _fit_families(frames, names, genres, cfg)
+    fits = _fit_families(data, horizon_rows, names, genres, cfg)
     candidates: dict[str, dict[str, float | None]] = {}
     fit_seconds: dict[str, dict[str, float]] = {}
     rows: dict[str, dict[str, int]] = {}
     forecasts: dict[int, np.ndarray] = {}
-    for h, (train, holdout) in frames.items():
-        y = holdout[target_column(h)].to_numpy(dtype=float)
+    for h, positions in horizon_rows.items():
+        y = data[target_column(h)].to_numpy(dtype=float)[positions.holdout]
         preds: dict[str, np.ndarray] = {}
         secs: dict[str, float] = {}
         for family in (f for f in FAMILIES if f in fits):
@@ -325,7 +346,7 @@ def fit_horizons(
         forecasts[h] = preds[chosen]
         candidates[str(h)] = {n: (None if v is None else round(v, 5)) for n, v in scores.items()}
         fit_seconds[str(h)] = secs
-        rows[str(h)] = {"train": len(train), "holdout": len(holdout)}
+        rows[str(h)] = {"train": len(positions.train), "holdout": len(positions.holdout)}
         if h in model.lstm:
             member = model.lstm[h]
             rows[str(h)].update(
