@@ -211,7 +211,8 @@ def test_the_families_fit_at_once_and_forecast_as_one_after_another(monkeypatch)
     )
     assert {ident for *_, ident in spans["lightgbm"] + spans["lstm"]} == {threading.get_ident()}
     assert spans["lstm"][-1][1] <= spans["lightgbm"][0][0]  # one family, then the other
-    spans = {"lightgbm": [], "lstm": []}
+    for family_spans in spans.values():
+        family_spans.clear()
     model, together = training.fit_horizons(frame, splits, base)
     assert together["candidates"] == apart["candidates"]
     assert model.chosen == apart_model.chosen
