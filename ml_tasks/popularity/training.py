@@ -294,6 +294,7 @@ def _fit_families(
     take about as long as the slower one. Within a family the horizons fit one after
     another, so the forecasts are those of fitting the families one after another.
     """
+    # the LSTM first: it fits on this thread, the other family on the pool's
     families = [f for f in ("lstm", "lightgbm") if f in cfg.families]
     args = (data, rows, names, genres, cfg)
     if not cfg.families_together or len(families) < 2:
@@ -314,7 +315,8 @@ def fit_horizons(
 ) -> tuple[PopularityModel, dict]:
     """Fit every family per horizon, pick the best (or the blend) on the holdout. Returns
     the model and what the fits did; its ``holdout_forecasts`` are the chosen member's
-    forecasts of each horizon's holdout (:meth:`PopularityModel.predict`'s ``made``).
+    forecasts of each horizon's holdout (:meth:`PopularityModel.predict`'s ``made``), of
+    the rows at the positions ``holdout_rows`` of ``data``, in that order.
 
     ``shares``: per horizon, the share of its training rows it samples (by the rows'
     :data:`SAMPLE_COLUMN` draw, when ``data`` came from a :func:`plan_sample` sample)."""
@@ -360,6 +362,7 @@ def fit_horizons(
         "fit_seconds": fit_seconds,
         "rows": rows,
         "holdout_forecasts": forecasts,
+        "holdout_rows": {h: positions.holdout for h, positions in horizon_rows.items()},
     }
     return model.prune(), info
 
@@ -541,8 +544,10 @@ def _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
         {h: round(s, 4) for h, s in shares.items()},
     )
     model, fit_info = fit_horizons(data, splits, cfg, shares)
+    # the holdout rows the fit forecast, in the same order (its forecasts are reused below)
     holdouts = {
-        h: data[data["dt"].isin(s.holdout)].reset_index(drop=True) for h, s in splits.items()
+        h: data.iloc[rows].reset_index(drop=True)
+        for h, rows in fit_info.pop("holdout_rows").items()
     }
     # the served forecasts of each holdout, made once (the chosen member's own forecast from
     # the fit, the shorter horizons' members again): the evaluation and the card use them
@@ -571,8 +576,7 @@ def _train(day, cfg, target, run_id, artifacts, promote_at, started, started_at)
         except Exception as exc:  # a champion we cannot evaluate blocks promotion
             champ_error = f"{type(exc).__name__}: {exc}"
 
-    used = scoring_dates(splits)
-    validation = registry.features_validated(used, suite=FEATURE_SUITE, dsn=target)
+    validation = registry.features_validated(dates, suite=FEATURE_SUITE, dsn=target)
     report = gate(
         candidate=evaluation,
         champion=champ_metrics,
