@@ -299,10 +299,6 @@ def validate_features(
 ) -> DayValidation:
     """Validate feature day ``day``; record results and Data Docs like the raw validation."""
     from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
 
     started = timer.perf_counter()
     settings = get_settings()
@@ -338,14 +334,8 @@ def validate_features(
                 definition = context.validation_definitions.add_or_update(
                     gx.ValidationDefinition(name=suite.name, data=batch, suite=suite)
                 )
-                result = definition.run(run_id=gx_run, result_format=validation.RESULT_FORMAT)
-                keys.append(
-                    ValidationResultIdentifier(
-                        expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name),
-                        run_id=gx_run,
-                        batch_identifier=result.batch_id,
-                    )
-                )
+                result, key = validation.run_definition(context, definition, gx_run)
+                keys.append(key)
                 results.append((suite, result))
         finally:
             validation.dispose_engines(ds)

@@ -60,7 +60,14 @@ REFERENCE_FLAGS = {"users": "unknown_user", "tracks": "unknown_track"}
 DOCS_INDEX_LIMIT = 400
 #: Unexpected values kept per failed expectation (results and messages stay short).
 EXAMPLES_PER_FAILURE = 5
-RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": EXAMPLES_PER_FAILURE}
+#: The suite runs with counts and no examples: GX fetches each expectation's examples with
+#: a ``LIMIT n`` query of its own, and where nothing is unexpected that query reads the whole
+#: batch to find nothing (a full scan per expectation). :func:`run_definition` fetches the
+#: examples afterwards, only for the expectations that counted unexpected values.
+RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0}
+EXAMPLES_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": EXAMPLES_PER_FAILURE}
+#: The example fields of a map expectation's result, copied from the second pass.
+EXAMPLE_FIELDS = ("partial_unexpected_list", "partial_unexpected_counts")
 
 
 # --------------------------------------------------------------------------- results
@@ -523,6 +530,42 @@ def _validation_definition(
     )
 
 
+def run_definition(
+    context: FileDataContext, definition, gx_run
+) -> tuple[ExpectationSuiteValidationResult, Any]:
+    """Run ``definition``'s suite, then fetch examples where values were unexpected.
+
+    The suite runs with :data:`RESULT_FORMAT` (counts, no examples). Each expectation whose
+    result counted unexpected values is then run again alone with :data:`EXAMPLES_FORMAT`,
+    and its examples are copied into the first result, which is stored again. Returns the
+    result and its key in the validation results store (the key Data Docs are built for).
+    """
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+    from great_expectations.validator.v1_validator import Validator
+
+    result = definition.run(run_id=gx_run, result_format=RESULT_FORMAT)
+    key = ValidationResultIdentifier(
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=definition.suite.name),
+        run_id=gx_run,
+        batch_identifier=result.batch_id,
+    )
+    unexpected = [r for r in result.results if (r.result or {}).get("unexpected_count")]
+    if unexpected:
+        validator = Validator(
+            batch_definition=definition.batch_definition, result_format=EXAMPLES_FORMAT
+        )
+        for first in unexpected:
+            again = validator.validate_expectation(first.expectation_config.to_domain_obj())
+            for name in EXAMPLE_FIELDS:
+                if name in (again.result or {}):
+                    first.result[name] = again.result[name]
+        context.validation_results_store.set(key, result)
+    return result, key
+
+
 def docs_path(context: FileDataContext, identifier) -> str | None:
     for site in context.get_docs_sites_urls(resource_identifier=identifier):
         url = site.get("site_url")
@@ -735,10 +778,6 @@ def validate_day(
     unless ``raise_on_failure`` is false.
     """
     from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
 
     started = timer.perf_counter()
     settings = get_settings()
@@ -750,7 +789,7 @@ def validate_day(
     now = datetime.now(UTC)
     gx_run = RunIdentifier(run_name=f"{day.isoformat()}__{safe_run_name(run_id)}", run_time=now)
 
-    outcomes: list[tuple[Dataset, ExpectationSuiteValidationResult, ValidationResultIdentifier]]
+    outcomes: list[tuple[Dataset, ExpectationSuiteValidationResult, Any]]
     outcomes = []
     docs: dict[str, str | None] = {}
     with project_lock(artifacts):
@@ -761,12 +800,7 @@ def validate_day(
                 t0 = timer.perf_counter()
                 suite = build_suite(dataset, day, tolerance, now=now)
                 definition = _validation_definition(context, ds, dataset, day, run_id, suite)
-                result = definition.run(run_id=gx_run, result_format=RESULT_FORMAT)
-                key = ValidationResultIdentifier(
-                    expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name),
-                    run_id=gx_run,
-                    batch_identifier=result.batch_id,
-                )
+                result, key = run_definition(context, definition, gx_run)
                 outcomes.append((dataset, result, key))
                 log.info(
                     "validated %s for %s: %s, %d expectations in %.2f s",

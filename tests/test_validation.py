@@ -745,3 +745,57 @@ def test_failures_are_json_in_the_warehouse(clean: str, artifacts: Path) -> None
 def test_a_day_never_ingested_is_refused_clearly(clean: str, artifacts: Path) -> None:
     with pytest.raises(validation.DayNotIngested, match="ingest the day first"):
         validate_day(date(2026, 12, 24), run_id="r-missing", dsn=clean, artifacts=artifacts)
+
+
+def test_examples_are_fetched_only_where_values_were_unexpected(
+    clean: str, artifacts: Path
+) -> None:
+    """A passing expectation costs no examples query (LIMIT n over a batch that holds none
+    reads the whole batch); a failing one gets its examples, in the report and in the result
+    GX stored for Data Docs."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    with warehouse.connect(clean) as conn:
+        _break_context_type(conn)
+    examples_queries: list[tuple[str, int]] = []
+
+    def record(_conn, _cursor, statement, params, _context, _executemany) -> None:
+        if "AS unexpected_values" not in statement:
+            return
+        limit = re.search(r"LIMIT %\((\w+)\)s", statement)
+        if limit and params[limit.group(1)] > 0:
+            column = re.match(r"SELECT (\w+) AS unexpected_values", statement)
+            examples_queries.append(
+                (column.group(1) if column else statement, params[limit.group(1)])
+            )
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        outcome = run(
+            clean,
+            artifacts,
+            run_id="examples",
+            datasets=(contract.LISTENING_EVENTS,),
+            raise_on_failure=False,
+        )
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+    assert examples_queries == [("context_type", validation.EXAMPLES_PER_FAILURE)]
+    [report] = outcome.reports
+    [failure] = report.failures
+    assert failure["column"] == "context_type"
+    assert failure["observed"]["examples"] == ["podcast"]
+    assert "e.g. 'podcast'" in failure["details"]
+    stored = [
+        json.loads(p.read_text())
+        for p in (artifacts / "gx" / "uncommitted" / "validations").rglob("*.json")
+        if "examples" in str(p)
+    ]
+    [result] = [r for r in stored if not r["success"]]
+    [in_set] = [r for r in result["results"] if not r["success"]]
+    assert in_set["result"]["partial_unexpected_list"] == ["podcast"]
+    assert in_set["result"]["unexpected_count"] == 1
+    passing = [r for r in result["results"] if r["success"] and "unexpected_count" in r["result"]]
+    assert passing and all(r["result"]["partial_unexpected_list"] == [] for r in passing)
