@@ -319,8 +319,6 @@ def validate_features(
         keys, results = [], []
         try:
             for table, suite in suites:
-                import great_expectations as gx
-
                 if suite.name in ds.get_asset_names():
                     ds.delete_asset(suite.name)
                 schema, name = warehouse.partition_name(table.name, day).split(".")
@@ -331,9 +329,7 @@ def validate_features(
                     batch_metadata={"dt": day.isoformat(), "run_id": run_id},
                 )
                 batch = asset.add_batch_definition_whole_table(validation.BATCH_DEFINITION_NAME)
-                definition = context.validation_definitions.add_or_update(
-                    gx.ValidationDefinition(name=suite.name, data=batch, suite=suite)
-                )
+                definition = validation.save_definition(context, batch, suite)
                 result, key = validation.run_definition(context, definition, gx_run)
                 keys.append(key)
                 results.append((suite, result))

@@ -505,8 +505,6 @@ def _validation_definition(
     run_id: str,
     suite: gx.ExpectationSuite,
 ):
-    import great_expectations as gx
-
     name = suite_name(dataset)
     if name in ds.get_asset_names():
         ds.delete_asset(name)
@@ -525,8 +523,25 @@ def _validation_definition(
     else:
         asset = ds.add_query_asset(name, query=batch_query(dataset, day), batch_metadata=metadata)
     batch_definition = asset.add_batch_definition_whole_table(BATCH_DEFINITION_NAME)
+    return save_definition(context, batch_definition, suite)
+
+
+def save_definition(context: FileDataContext, batch_definition, suite: gx.ExpectationSuite):
+    """Store the validation definition of ``suite`` on ``batch_definition`` (named after it).
+
+    The suite stored by an earlier run is deleted first. GX's ``add_or_update`` would keep the
+    ids of unchanged expectations by looking each new one up in the stored suite, comparing
+    whole expectations as dicts, and a new expectation (no id yet) never equals a stored one,
+    so every lookup compares against all: quadratic in the suite's size (0.7 s of a feature
+    day's validation). Nothing reads the ids; each run's suite is generated afresh anyway.
+    """
+    import great_expectations as gx
+    from great_expectations.exceptions import DataContextError
+
+    with contextlib.suppress(DataContextError):  # the first run has nothing stored
+        context.suites.delete(suite.name)
     return context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=name, data=batch_definition, suite=suite)
+        gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite)
     )
 
 

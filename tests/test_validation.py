@@ -484,6 +484,23 @@ def test_revalidating_a_run_replaces_its_rows(clean: str, artifacts: Path) -> No
     assert len(stored_results(clean)) == 8
 
 
+def test_each_run_stores_the_suite_it_ran(clean: str, artifacts: Path) -> None:
+    """The GX project keeps the latest suite and definition per table, not the first."""
+    import great_expectations as gx
+
+    for tolerance in (0.10, 0.05):
+        run(clean, artifacts, tolerance=tolerance, datasets=(contract.LISTENING_EVENTS,))
+    context = gx.get_context(mode="file", project_root_dir=str(artifacts))
+    stored = context.suites.get("raw.listening_events")
+    assert stored.meta["tolerance"] == 0.05
+    assert len(stored.expectations) == len(
+        validation.build_suite(contract.LISTENING_EVENTS, DAY, 0.05).expectations
+    )
+    definition = context.validation_definitions.get("raw.listening_events")
+    assert definition.suite.id == stored.id
+    assert [s.name for s in context.suites.all()].count("raw.listening_events") == 1
+
+
 # --------------------------------------------------------------------------- one day only
 
 
