@@ -83,6 +83,8 @@ def _bootstrap(dsn: str, start: date, days: int, chain_start: date) -> None:
     from ml_tasks import feature_validation, features, fraud
     from ml_tasks.churn import ChurnConfig, plan_splits
     from ml_tasks.ingest import ingest_day
+    from ml_tasks.popularity import PopularityConfig
+    from ml_tasks.popularity import training as popularity_training
 
     began = time.perf_counter()
     history = [start + timedelta(days=i) for i in range((chain_start - start).days)]
@@ -90,14 +92,18 @@ def _bootstrap(dsn: str, start: date, days: int, chain_start: date) -> None:
         ingest_day(day, run_id="demo-history", dsn=dsn)
         fraud.detect_day(day, run_id="demo-history", dsn=dsn)
         features.build_day(day, run_id="demo-history", dsn=dsn)
-    # the first model's gate requires the feature days it trains on to have passed GX
-    splits = plan_splits(chain_start, ChurnConfig.load(), start)
-    for day in splits.all:
+    # the first models' gates require the feature days they train on to have passed GX
+    churn_days = plan_splits(chain_start, ChurnConfig.load(), start).all
+    popularity_days = popularity_training.scoring_dates(
+        popularity_training.plan_splits(chain_start, PopularityConfig.load(), start)
+    )
+    validated = sorted({*churn_days, *popularity_days})
+    for day in validated:
         feature_validation.validate_features(day, run_id="demo-history", dsn=dsn)
     log.info(
         "history: %d days loaded, %d feature days validated in %.0f s",
         len(history),
-        len(splits.all),
+        len(validated),
         time.perf_counter() - began,
     )
 
