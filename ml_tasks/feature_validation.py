@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time as timer
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -298,69 +299,115 @@ def validate_features(
     raise_on_failure: bool = True,
 ) -> DayValidation:
     """Validate feature day ``day``; record results and Data Docs like the raw validation."""
-    from great_expectations.core.run_identifier import RunIdentifier
+    [outcome] = validate_feature_days(
+        [day], run_id=run_id, dsn=dsn, artifacts=artifacts, raise_on_failure=raise_on_failure
+    )
+    return outcome
 
-    started = timer.perf_counter()
+
+def validate_feature_days(
+    days: Sequence[date],
+    *,
+    run_id: str,
+    dsn: str | None = None,
+    artifacts: Path | None = None,
+    raise_on_failure: bool = True,
+) -> list[DayValidation]:
+    """Validate feature days ``days`` in one GX session, building Data Docs once for all.
+
+    Each day is validated and recorded as :func:`validate_features` would. Rebuilding Data
+    Docs reads every result its index lists (up to ``validation.DOCS_INDEX_LIMIT``), about
+    as long as validating a small day, so a backfill builds them once, at the end. Every
+    day is validated and recorded before a failure is raised (the first failed day's).
+    """
+    if not days:
+        return []
     settings = get_settings()
     artifacts = Path(artifacts or settings.artifacts).resolve()
     target = warehouse.ensure_migrated(dsn)
-    _require_built(target, day)
-    pops = populations(target, day)
-    run_name = f"{day.isoformat()}__{validation.safe_run_name(run_id)}"
-    gx_run = RunIdentifier(run_name=run_name, run_time=datetime.now(UTC))
-    suites = [
-        (features.USER_DAILY, user_suite(day, pops)),
-        (features.TRACK_DAILY, track_suite(day, pops)),
-    ]
-    reports: list[ValidationReport] = []
+    for day in days:
+        _require_built(target, day)
+    ran: list[tuple[date, float, list]] = []  # (day, seconds, [(suite, result, key)])
     with validation.project_lock(artifacts):
         context = validation.open_context(artifacts, warehouse.sqlalchemy_url(target))
         ds = validation.warehouse_datasource(context)
-        keys, results = [], []
         try:
-            for table, suite in suites:
-                if suite.name in ds.get_asset_names():
-                    ds.delete_asset(suite.name)
-                schema, name = warehouse.partition_name(table.name, day).split(".")
-                asset = ds.add_table_asset(
-                    suite.name,
-                    table_name=name,
-                    schema_name=schema,
-                    batch_metadata={"dt": day.isoformat(), "run_id": run_id},
-                )
-                batch = asset.add_batch_definition_whole_table(validation.BATCH_DEFINITION_NAME)
-                definition = validation.save_definition(context, batch, suite)
-                result, key = validation.run_definition(context, definition, gx_run)
-                keys.append(key)
-                results.append((suite, result))
+            for day in days:
+                started = timer.perf_counter()
+                day_results = _run_day(context, ds, target, day, run_id)
+                ran.append((day, timer.perf_counter() - started, day_results))
         finally:
             validation.dispose_engines(ds)
-        context.build_data_docs(
-            resource_identifiers=keys + [k.expectation_suite_identifier for k in keys]
-        )
-        for (suite, result), key in zip(results, keys, strict=True):
-            failures = [validation.describe_failure(r) for r in result.results if not r.success]
-            stats = result.statistics
-            reports.append(
-                ValidationReport(
-                    suite=suite.name,
-                    dt=day,
-                    success=bool(result.success),
-                    evaluated=int(stats.get("evaluated_expectations", len(result.results))),
-                    failed=len(failures),
-                    failures=failures,
-                    data_docs_path=validation.docs_path(context, key),
-                )
+        started = timer.perf_counter()
+        keys = [key for _day, _s, day_results in ran for _suite, _result, key in day_results]
+        suite_keys = {
+            k.expectation_suite_identifier.name: k.expectation_suite_identifier for k in keys
+        }
+        context.build_data_docs(resource_identifiers=keys + list(suite_keys.values()))
+        docs_seconds = timer.perf_counter() - started
+        outcomes = [
+            DayValidation(
+                dt=day,
+                run_id=run_id,
+                reports=[
+                    _report(day, suite, result, validation.docs_path(context, key))
+                    for suite, result, key in day_results
+                ],
             )
-    outcome = DayValidation(dt=day, run_id=run_id, reports=reports)
-    validation.record_results(target, outcome)
-    log.info(
-        "feature validation of %s (run %s) %s in %.2f s",
-        day,
-        run_id,
-        "passed" if outcome.success else "FAILED",
-        timer.perf_counter() - started,
+            for day, _s, day_results in ran
+        ]
+    for outcome, (day, seconds, _results) in zip(outcomes, ran, strict=True):
+        validation.record_results(target, outcome)
+        log.info(
+            "feature validation of %s (run %s) %s in %.2f s",
+            day,
+            run_id,
+            "passed" if outcome.success else "FAILED",
+            seconds + docs_seconds / len(ran),
+        )
+    failed = [outcome for outcome in outcomes if not outcome.success]
+    if raise_on_failure and failed:
+        raise ValidationFailed(failed[0])
+    return outcomes
+
+
+def _run_day(context, ds, target: str, day: date, run_id: str) -> list:
+    """Run both feature suites on ``day``'s partitions: ``[(suite, result, key)]``."""
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    pops = populations(target, day)
+    run_name = f"{day.isoformat()}__{validation.safe_run_name(run_id)}"
+    gx_run = RunIdentifier(run_name=run_name, run_time=datetime.now(UTC))
+    out = []
+    for table, suite in (
+        (features.USER_DAILY, user_suite(day, pops)),
+        (features.TRACK_DAILY, track_suite(day, pops)),
+    ):
+        if suite.name in ds.get_asset_names():
+            ds.delete_asset(suite.name)
+        schema, name = warehouse.partition_name(table.name, day).split(".")
+        asset = ds.add_table_asset(
+            suite.name,
+            table_name=name,
+            schema_name=schema,
+            batch_metadata={"dt": day.isoformat(), "run_id": run_id},
+        )
+        batch = asset.add_batch_definition_whole_table(validation.BATCH_DEFINITION_NAME)
+        definition = validation.save_definition(context, batch, suite)
+        result, key = validation.run_definition(context, definition, gx_run)
+        out.append((suite, result, key))
+    return out
+
+
+def _report(day: date, suite, result, docs: str | None) -> ValidationReport:
+    failures = [validation.describe_failure(r) for r in result.results if not r.success]
+    stats = result.statistics
+    return ValidationReport(
+        suite=suite.name,
+        dt=day,
+        success=bool(result.success),
+        evaluated=int(stats.get("evaluated_expectations", len(result.results))),
+        failed=len(failures),
+        failures=failures,
+        data_docs_path=docs,
     )
-    if raise_on_failure and not outcome.success:
-        raise ValidationFailed(outcome)
-    return outcome

@@ -98,8 +98,7 @@ def _bootstrap(dsn: str, start: date, days: int, chain_start: date) -> None:
         popularity_training.plan_splits(chain_start, PopularityConfig.load(), start)
     )
     validated = sorted({*churn_days, *popularity_days})
-    for day in validated:
-        feature_validation.validate_features(day, run_id="demo-history", dsn=dsn)
+    feature_validation.validate_feature_days(validated, run_id="demo-history", dsn=dsn)
     log.info(
         "history: %d days loaded, %d feature days validated in %.0f s",
         len(history),

@@ -7,6 +7,7 @@ feature SQL's output is recomputed from ``raw.*`` in pandas, row by row, column 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -435,6 +436,37 @@ def test_validation_passes_then_catches_broken_feature_rows(world, world_dsn, tm
             ).fetchall()
         )
     assert verdicts == {"ok": True, "broken": False}
+
+
+def test_feature_days_validate_in_one_session(world, world_dsn, tmp_path) -> None:
+    """Several days, one Data Docs build: each day recorded with its own page, and a broken
+    day raised only after every day was recorded."""
+    days = [world.last_day - timedelta(days=2), world.last_day - timedelta(days=1)]
+    partition = warehouse.partition_name("features.track_daily", days[1])
+    with warehouse.connect(world_dsn) as conn:
+        conn.execute(
+            f"DELETE FROM {partition} WHERE track_id = (SELECT max(track_id) FROM {partition})"
+        )
+    with pytest.raises(ValidationFailed) as failed:
+        feature_validation.validate_feature_days(
+            [*days, world.last_day], run_id="range", dsn=world_dsn, artifacts=tmp_path
+        )
+    assert failed.value.validation.dt == days[1]
+    assert "features.track_daily: FAILED" in str(failed.value)
+    with warehouse.connect(world_dsn) as conn:
+        recorded = conn.execute(
+            "SELECT dt, suite, success, data_docs_path FROM monitoring.validation_results"
+            " WHERE run_id = 'range' ORDER BY dt, suite"
+        ).fetchall()
+    assert [(dt, suite, ok) for dt, suite, ok, _ in recorded] == [
+        (day, suite, not (day == days[1] and suite == "features.track_daily"))
+        for day in (*days, world.last_day)
+        for suite in ("features.track_daily", "features.user_daily")
+    ]
+    assert len({page for *_, page in recorded}) == 6
+    for dt, _suite, _ok, page in recorded:
+        assert dt.isoformat() in Path(page).read_text(encoding="utf-8")
+    assert feature_validation.validate_feature_days([], run_id="none", dsn=world_dsn) == []
 
 
 def test_raw_day_readiness(world, world_dsn) -> None:
