@@ -1,7 +1,7 @@
 """
 ### audio_features
 
-Audio features and genres of the catalogue's preview clips, one UTC day at a time.
+Audio features of the catalogue's preview clips, one UTC day at a time.
 
 Runs when `ingest_daily` announces a day (`encore_raw_day`), on that day; the midnight-UTC
 cron timetable stays for backfills and as a fallback.
@@ -16,9 +16,10 @@ cron timetable stays for backfills and as a fallback.
    `quarantine.audio_rejects` with the reason. One transaction per day
    (`encore audio --date D` runs the same code). Emits `encore_audio_day` with the day
    (`retrain_nightly` runs on it).
-3. **score_genres** predicts the genre of every unlabelled catalogue track with the genre
-   model that was champion when the day closed, into `scores.track_genres`; without a
-   champion (`encore train genre --date D` trains one) it logs why and skips.
+
+Genres are scored by `score_daily`, with the genre model the day's retraining left (which
+trains on these features). Scored here, before that retraining, a day's genres came from
+the previous day's model, and from the day's own once a re-run came after it.
 
 Re-running a day leaves the same state: unchanged clips are not decoded again.
 """
@@ -33,7 +34,7 @@ from encore_airflow.sensors import RawDayReadySensor
 
 with daily_dag(
     "audio_features",
-    description="librosa features of new or changed preview clips, then genre scores",
+    description="librosa features of new or changed preview clips",
     doc_md=__doc__,
     tags=[Tag.FEATURES, Tag.DAILY],
     upstream=[RAW_DAY],
@@ -53,18 +54,4 @@ with daily_dag(
         announce(context, AUDIO_DAY, day)
         return result
 
-    @task
-    def score_genres(extracted: dict) -> dict:
-        """Genre of the unlabelled catalogue with the day's champion; skips without one."""
-        from encore_airflow.hooks import WarehouseHook
-        from ml_tasks.genre import score_genres as score
-
-        context = get_current_context()
-        result = score(run_day(context), run_id=context["run_id"], dsn=WarehouseHook().get_dsn())
-        if result["status"] == "skipped":
-            import logging
-
-            logging.getLogger("airflow.task").info("genre scoring skipped: %s", result["reason"])
-        return {**result, "audio": extracted}
-
-    wait_for_raw_day >> score_genres(extract())
+    wait_for_raw_day >> extract()

@@ -22,6 +22,9 @@ training left; the midnight-UTC cron timetable stays for backfills and as a fall
 5. **score_popularity** forecasts every catalogue track's plays over 1, 7 and 30 days
    into `scores.track_popularity` with the popularity champion of the day, or records the
    skip when there is none.
+6. **score_genres** predicts the genre of every unlabelled catalogue track into
+   `scores.track_genres` with the genre champion of the day (trained on the audio features
+   `audio_features` extracted), or records the skip when there is none.
 
 `encore score --date D` runs the same functions in one process.
 """
@@ -116,6 +119,22 @@ with daily_dag(
         announce(context, SCORES_DAY, day)
         return result
 
+    @task
+    def score_genres() -> dict:
+        """Genre of every unlabelled catalogue track with the day's genre champion."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from encore_airflow.hooks import WarehouseHook
+        from ml_tasks import scoring
+
+        context = get_current_context()
+        try:
+            return scoring.score_genres(
+                run_day(context), run_id=context["run_id"], dsn=WarehouseHook().get_dsn()
+            )
+        except scoring.NoChampion as exc:  # the skip is already recorded in scoring_runs
+            raise AirflowSkipException(str(exc)) from exc
+
     chunks = plan_chunks()
-    wait_for_features >> [chunks, score_popularity()]
+    wait_for_features >> [chunks, score_popularity(), score_genres()]
     commit(score_chunk.expand(bounds=chunks))

@@ -1848,9 +1848,9 @@ def critical_path(seconds: dict[str, float], scoring_workers: int = 1) -> float:
 
     head = s("ingest") + s("validation")
     features = s("fraud flags") + s("features") + s("feature validation") + s("materialization")
-    audio = s("audio features") + s("genre scoring")
+    audio = s("audio features")
     churn = s("churn scoring") / max(1, scoring_workers) + s("interventions")
-    scoring = max(churn, s("popularity scoring"), s("monitoring"))
+    scoring = max(churn, s("popularity scoring"), s("genre scoring"), s("monitoring"))
     return head + max(features, audio) + scoring
 
 
@@ -1998,7 +1998,7 @@ def _past_one_machine(runs: list[NightRun]) -> list[str]:
         + "). More workers divide the first part; the second needs a bigger warehouse or"
         " the work moved out of it.",
         f"- **More Celery workers.** The DAGs allow ingest, then features and audio side by"
-        f" side, then churn scoring, popularity scoring and monitoring side by side. With a"
+        f" side, then churn, popularity and genre scoring and monitoring side by side. With a"
         f" worker free for each, the night takes its critical path:"
         f" {critical_path(seconds):,.0f} s instead of {total:,.0f} s run one after another."
         " On this machine's 2 cores the parallel tasks share the same cores and the same"

@@ -642,8 +642,19 @@ def score_popularity(day: date, **kwargs) -> dict:
     return score(day, **kwargs)
 
 
+def score_genres(day: date, **kwargs) -> dict:
+    """Genres of the unlabelled catalogue for ``day`` (see :func:`ml_tasks.genre.score_genres`,
+    which records a skip itself); raises :class:`NoChampion` without a genre champion."""
+    from ml_tasks.genre import score_genres as score
+
+    result = score(day, **kwargs)
+    if result["status"] == "skipped":
+        raise NoChampion(result["reason"])
+    return result
+
+
 #: Model families ``encore score`` knows, in the order it scores them.
-FAMILIES = {CHURN_MODEL: score_churn, "popularity": score_popularity}
+FAMILIES = {CHURN_MODEL: score_churn, "popularity": score_popularity, "genre": score_genres}
 
 
 def score_day(

@@ -29,6 +29,15 @@ def test_dagbag_imports_without_errors(dagbag) -> None:
     assert sorted(dagbag.dag_ids) == files, "one DAG per file, named after its dag_id"
 
 
+def test_genres_are_scored_after_the_days_retraining(dagbag) -> None:
+    """score_daily scores genres (it runs on the models the day's retraining announced);
+    audio_features, which runs before that retraining, only extracts."""
+    score = dagbag.dags["score_daily"]
+    assert "wait_for_features" in score.get_task("score_genres").upstream_task_ids
+    audio = dagbag.dags["audio_features"]
+    assert sorted(audio.task_ids) == ["extract", "wait_for_raw_day"]
+
+
 def test_team_policy(dagbag) -> None:
     from encore_airflow.common import OWNER, Tag
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from ml_tasks import genre, registry, warehouse
+from ml_tasks import genre, registry, scoring, warehouse
 from test_audio import copy_world, drop_db, shared_audio_world
 
 GBM_ONLY = replace(genre.GenreConfig(), cnn=genre.CnnConfig(enabled=False))
@@ -39,6 +39,9 @@ def artifacts(genre_world, tmp_path):
 def test_scoring_without_a_champion_skips_cleanly(genre_world, genre_dsn) -> None:
     result = genre.score_genres(genre_world.last_day, run_id="s0", dsn=genre_dsn)
     assert result["status"] == "skipped" and "no genre model" in result["reason"]
+    # score_daily and `encore score` go through scoring.score_day's genre family
+    via = scoring.score_day(genre_world.last_day, run_id="s0", dsn=genre_dsn, families=["genre"])
+    assert via["scored"] == {} and "no genre model" in via["skipped"]["genre"]
     with warehouse.connect(genre_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM scores.track_genres").fetchone()[0] == 0
         status = conn.execute(
@@ -71,8 +74,11 @@ def test_gbm_meets_the_quality_bar_registers_and_scores(genre_world, genre_dsn, 
     assert record.model_card_uri == str(card)
     assert "Confusion" in card.read_text() and "majority class" in card.read_text()
 
+    via = scoring.score_day(day, run_id="score-via", dsn=genre_dsn, families=["genre"])
+    assert via["skipped"] == {} and via["scored"]["genre"]["status"] == "scored"
     scored = genre.score_genres(day, run_id="score", dsn=genre_dsn)
     assert scored["status"] == "scored" and scored["tracks"] > 0
+    assert via["scored"]["genre"]["tracks"] == scored["tracks"]
     with warehouse.connect(genre_dsn) as conn:
         unlabelled = conn.execute(
             "SELECT count(*) FROM raw.tracks t JOIN features.track_audio USING (track_id)"
