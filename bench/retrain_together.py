@@ -20,6 +20,7 @@ night after the first.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -49,30 +50,30 @@ def main() -> None:
     encore = str(Path(sys.executable).with_name("encore"))
     # each trainer's log goes to a file: a pipe read only at the end would fill and stall it
     logs = {f: work / f"together-{f}.log" for f in FAMILIES}
-    started = time.perf_counter()
-    procs = {
-        f: (
-            subprocess.Popen(
-                [encore, "train", f, "--date", args.date, "--run-id", f"together-{f}"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=logs[f].open("w"),
-            ),
-            time.perf_counter(),
-        )
-        for f in FAMILIES
-    }
     seconds, failed = {}, {}
-    pending = dict(procs)
-    while pending:
-        for family, (proc, t0) in list(pending.items()):
-            if proc.poll() is not None:
-                seconds[family] = time.perf_counter() - t0
-                if proc.returncode != 0:
-                    failed[family] = logs[family].read_text()[-2000:]
-                del pending[family]
-        time.sleep(0.5)
-    wall = time.perf_counter() - started
+    with contextlib.ExitStack() as files:
+        started = time.perf_counter()
+        pending = {
+            f: (
+                subprocess.Popen(
+                    [encore, "train", f, "--date", args.date, "--run-id", f"together-{f}"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=files.enter_context(logs[f].open("w")),
+                ),
+                time.perf_counter(),
+            )
+            for f in FAMILIES
+        }
+        while pending:
+            for family, (proc, t0) in list(pending.items()):
+                if proc.poll() is not None:
+                    seconds[family] = time.perf_counter() - t0
+                    if proc.returncode != 0:
+                        failed[family] = logs[family].read_text()[-2000:]
+                    del pending[family]
+            time.sleep(0.5)
+        wall = time.perf_counter() - started
     for family in FAMILIES:
         state = "failed" if family in failed else "ok"
         print(f"{family:<12} {seconds[family]:8.1f} s  {state}")
