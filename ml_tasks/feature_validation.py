@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from ml_tasks import contract, features, validation, warehouse
 from ml_tasks.settings import get_settings
-from ml_tasks.validation import DayValidation, ValidationFailed, ValidationReport
+from ml_tasks.validation import DayValidation, ValidationFailed
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -340,22 +340,19 @@ def validate_feature_days(
             validation.dispose_engines(ds)
         started = timer.perf_counter()
         keys = [key for _day, _s, day_results in ran for _suite, _result, key in day_results]
-        suite_keys = {
-            k.expectation_suite_identifier.name: k.expectation_suite_identifier for k in keys
-        }
-        context.build_data_docs(resource_identifiers=keys + list(suite_keys.values()))
+        pages = iter(validation.build_docs(context, keys))
         docs_seconds = timer.perf_counter() - started
-        outcomes = [
-            DayValidation(
-                dt=day,
-                run_id=run_id,
-                reports=[
-                    _report(day, suite, result, validation.docs_path(context, key))
-                    for suite, result, key in day_results
-                ],
-            )
-            for day, _s, day_results in ran
-        ]
+    outcomes = [
+        DayValidation(
+            dt=day,
+            run_id=run_id,
+            reports=[
+                validation.suite_report(suite.name, day, result, next(pages))
+                for suite, result, _key in day_results
+            ],
+        )
+        for day, _s, day_results in ran
+    ]
     for outcome, (day, seconds, _results) in zip(outcomes, ran, strict=True):
         validation.record_results(target, outcome)
         log.info(
@@ -397,17 +394,3 @@ def _run_day(context, ds, target: str, day: date, run_id: str) -> list:
         result, key = validation.run_definition(context, definition, gx_run)
         out.append((suite, result, key))
     return out
-
-
-def _report(day: date, suite, result, docs: str | None) -> ValidationReport:
-    failures = [validation.describe_failure(r) for r in result.results if not r.success]
-    stats = result.statistics
-    return ValidationReport(
-        suite=suite.name,
-        dt=day,
-        success=bool(result.success),
-        evaluated=int(stats.get("evaluated_expectations", len(result.results))),
-        failed=len(failures),
-        failures=failures,
-        data_docs_path=docs,
-    )

@@ -581,6 +581,14 @@ def run_definition(
     return result, key
 
 
+def build_docs(context: FileDataContext, keys: Sequence[Any]) -> list[str | None]:
+    """Build Data Docs for validation results ``keys`` and their suites (each suite once);
+    the page of each result, in the order of ``keys``."""
+    suites = {k.expectation_suite_identifier.name: k.expectation_suite_identifier for k in keys}
+    context.build_data_docs(resource_identifiers=[*keys, *suites.values()])
+    return [docs_path(context, key) for key in keys]
+
+
 def docs_path(context: FileDataContext, identifier) -> str | None:
     for site in context.get_docs_sites_urls(resource_identifier=identifier):
         url = site.get("site_url")
@@ -684,19 +692,22 @@ def describe_failure(
     }
 
 
-def _report(
-    dataset: Dataset,
+def suite_report(
+    suite: str,
     day: date,
     result: ExpectationSuiteValidationResult,
-    ingest_totals: dict[str, tuple[int, int]],
     docs: str | None,
+    ingest_totals: dict[str, tuple[int, int]] | None = None,
+    dataset: str | None = None,
 ) -> ValidationReport:
+    """The report of one suite's result (raw or feature validation); ``ingest_totals`` and
+    ``dataset`` describe a raw table's quarantine share."""
     stats = result.statistics
     failures = [
-        describe_failure(r, ingest_totals, dataset.name) for r in result.results if not r.success
+        describe_failure(r, ingest_totals, dataset) for r in result.results if not r.success
     ]
     return ValidationReport(
-        suite=suite_name(dataset),
+        suite=suite,
         dt=day,
         success=bool(result.success),
         evaluated=int(stats.get("evaluated_expectations", len(result.results))),
@@ -828,18 +839,23 @@ def validate_day(
         finally:
             dispose_engines(ds)
         t0 = timer.perf_counter()
-        identifiers: list = [key for _, _, key in outcomes]
-        identifiers += [key.expectation_suite_identifier for _, _, key in outcomes]
-        context.build_data_docs(resource_identifiers=identifiers)
-        for dataset, _, key in outcomes:
-            docs[dataset.name] = docs_path(context, key)
+        pages = build_docs(context, [key for _, _, key in outcomes])
+        for (dataset, _, _), page in zip(outcomes, pages, strict=True):
+            docs[dataset.name] = page
         log.info("built Data Docs in %.2f s", timer.perf_counter() - t0)
 
     validation = DayValidation(
         dt=day,
         run_id=run_id,
         reports=[
-            _report(dataset, day, result, ingest_totals, docs.get(dataset.name))
+            suite_report(
+                suite_name(dataset),
+                day,
+                result,
+                docs.get(dataset.name),
+                ingest_totals,
+                dataset.name,
+            )
             for dataset, result, _ in outcomes
         ],
     )
