@@ -14,7 +14,7 @@ Feature days are materialized by explicit interval (``[D 00:00, D+1 00:00)`` UTC
 with ``materialize_incremental`` (``feast apply`` can reset what it remembers, feast #2905).
 Feast's own online write is one ``executemany`` upsert row per entity and feature (feast
 #4309); :func:`materialize_day` defaults to a bulk path that writes the same bytes with
-COPY and one set-based upsert per chunk.
+COPY and one ``MERGE`` per view.
 
 Feast and pandas are imported inside functions: DAG files may import this module.
 """
@@ -409,11 +409,12 @@ def materialize_day(
 
     ``method="bulk"`` streams the source through a server-side cursor ``chunk_rows`` rows
     at a time, encodes Feast's online rows (Feast's own entity-key serialization, ValueProto
-    bytes built vectorized) and writes each chunk with one binary COPY and one
-    ``INSERT ... ON CONFLICT`` upsert, all of a view in one transaction (readers see the old
-    day or the new one). An online value is never replaced by one with an older
-    ``event_ts`` (a backfill of an old day does not regress the online store); otherwise
-    the rows are byte-identical to Feast's. ``method="feast"`` runs
+    bytes built vectorized), COPYs each chunk (binary) into a temporary stage per view, then
+    merges each view's day into its online table with one ``MERGE``, all in one transaction
+    (readers see the old day or the new one). The source holds one row per entity and day
+    (its primary key). An online value is never replaced by one with an older ``event_ts``
+    (a backfill of an old day does not regress the online store); otherwise the rows are
+    byte-identical to Feast's. ``method="feast"`` runs
     ``FeatureStore.materialize`` over the same interval in batches of ``chunk_rows``.
 
     Each view's materialization is logged in ``monitoring.feature_materializations``.
@@ -501,7 +502,9 @@ def _materialize_bulk(
     return out
 
 
-_STAGE_DDL = """CREATE TEMP TABLE IF NOT EXISTS _feast_online_stage (
+#: One temporary stage per view: a view's whole day is COPYed in chunk by chunk, then
+#: merged into its online table in one statement (one join, whatever the number of chunks).
+_STAGE_DDL = """CREATE TEMP TABLE {stage} (
     entity_key bytea, feature_name text, value bytea, value_text text, event_ts timestamptz
 ) ON COMMIT DROP"""
 
@@ -526,11 +529,14 @@ def _bulk_source(
         sql.Identifier(ts_field),
     )
     stats = {fv.name: {"rows": 0, "online_rows": 0, "changed": 0, "seconds": 0.0} for fv in fvs}
+    stages = {fv.name: f"_feast_online_stage_{i}" for i, fv in enumerate(fvs)}
     t_read = 0.0
     with warehouse.connect(dsn) as conn:
+        # The merge's hash join holds a view's day in memory instead of spilling in batches.
+        conn.execute("SET work_mem = '256MB'")
         for fv in fvs:
             _require_online_table(conn, fv)
-        conn.execute(_STAGE_DDL)
+            conn.execute(sql.SQL(_STAGE_DDL).format(stage=sql.Identifier(stages[fv.name])))
         with conn.cursor(name="feast_bulk_source") as cur:
             cur.itersize = chunk_rows
             cur.execute(query, (low, high))
@@ -544,12 +550,15 @@ def _bulk_source(
                 for fv in fvs:
                     t1 = time.perf_counter()
                     online = online_rows(fv, chunk)
-                    changed = _upsert(conn, online_table(fv), online)
+                    warehouse.copy_arrow(conn, f"pg_temp.{stages[fv.name]}", online, binary=True)
                     stats[fv.name]["rows"] += chunk.num_rows
                     stats[fv.name]["online_rows"] += online.num_rows
-                    stats[fv.name]["changed"] += changed
                     stats[fv.name]["seconds"] += time.perf_counter() - t1
                 del batch, chunk
+        for fv in sorted(fvs, key=online_table):  # one lock order for every writer
+            t1 = time.perf_counter()
+            stats[fv.name]["changed"] = _merge(conn, online_table(fv), stages[fv.name])
+            stats[fv.name]["seconds"] += time.perf_counter() - t1
         conn.commit()
     for fv in fvs:  # the shared read of the source is charged to its views evenly
         stats[fv.name]["seconds"] = round(stats[fv.name]["seconds"] + t_read / len(fvs), 3)
@@ -572,34 +581,37 @@ def _rows_to_arrow(batch: list[tuple], columns: list[str]) -> pa.Table:
     )
 
 
-def _upsert(conn, table: str, online: pa.Table) -> int:
-    """COPY online rows into the session's stage, upsert them in one statement, empty it;
-    returns the online rows inserted or changed.
+def _merge(conn, table: str, stage: str) -> int:
+    """Merge a view's staged day into its online table in one statement; returns the online
+    rows inserted or changed.
 
     A row identical to the stored one is left alone (a retried day rewrites nothing), and
-    a stored value is never replaced by one with an older ``event_ts``.
-
-    The upsert goes in primary-key order: the index inserts then touch neighbouring pages
-    (about 30% faster than the stage's feature-by-feature order).
+    a stored value is never replaced by one with an older ``event_ts``. Unlike
+    ``INSERT ... ON CONFLICT``, ``MERGE`` neither locks nor WAL-logs the rows it leaves
+    alone, and it joins the whole day at once instead of probing the primary key row by
+    row. ``MERGE`` does not retry an insert that a concurrent writer beat it to, so writers
+    of one online table take turns on a transaction-level advisory lock.
     """
     from psycopg import sql
 
-    warehouse.copy_arrow(conn, "pg_temp._feast_online_stage", online, binary=True)
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (warehouse.lock_key(f"encore.{table}"),))
+    conn.execute(sql.SQL("ANALYZE pg_temp.{}").format(sql.Identifier(stage)))
     cur = conn.execute(
         sql.SQL(
-            "INSERT INTO {t} AS o (entity_key, feature_name, value, value_text, vector_value,"
-            " event_ts, created_ts)"
-            " SELECT entity_key, feature_name, value, value_text, NULL, event_ts, NULL"
-            " FROM pg_temp._feast_online_stage ORDER BY entity_key, feature_name"
-            " ON CONFLICT (entity_key, feature_name) DO UPDATE SET value = EXCLUDED.value,"
-            " value_text = EXCLUDED.value_text, vector_value = EXCLUDED.vector_value,"
-            " event_ts = EXCLUDED.event_ts, created_ts = EXCLUDED.created_ts"
-            " WHERE o.event_ts <= EXCLUDED.event_ts AND (o.value, o.value_text, o.vector_value,"
-            " o.event_ts, o.created_ts) IS DISTINCT FROM (EXCLUDED.value, EXCLUDED.value_text,"
-            " EXCLUDED.vector_value, EXCLUDED.event_ts, EXCLUDED.created_ts)"
-        ).format(t=warehouse.qualified(table))
+            "MERGE INTO {t} AS o USING pg_temp.{stage} AS s"
+            " ON o.entity_key = s.entity_key AND o.feature_name = s.feature_name"
+            " WHEN MATCHED AND o.event_ts <= s.event_ts"
+            " AND (o.value, o.value_text, o.vector_value, o.event_ts, o.created_ts)"
+            " IS DISTINCT FROM (s.value, s.value_text, NULL::bytea, s.event_ts,"
+            " NULL::timestamptz)"
+            " THEN UPDATE SET value = s.value, value_text = s.value_text, vector_value = NULL,"
+            " event_ts = s.event_ts, created_ts = NULL"
+            " WHEN NOT MATCHED THEN INSERT (entity_key, feature_name, value, value_text,"
+            " vector_value, event_ts, created_ts)"
+            " VALUES (s.entity_key, s.feature_name, s.value, s.value_text, NULL, s.event_ts,"
+            " NULL)"
+        ).format(t=warehouse.qualified(table), stage=sql.Identifier(stage))
     )
-    conn.execute("TRUNCATE pg_temp._feast_online_stage")
     return max(cur.rowcount or 0, 0)
 
 

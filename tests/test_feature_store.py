@@ -399,6 +399,48 @@ def test_materialize_day_writes_exactly_that_day(fs_dsn: str) -> None:
     assert [r for r in after if r[5] == stamp] == rows
 
 
+def test_writers_of_one_online_table_take_turns(fs_dsn: str) -> None:
+    """MERGE does not retry an insert that a concurrent writer beat it to: it would fail on
+    the primary key once that writer commits. So a materialization waits for the writer
+    holding the online table's lock, then merges over what it committed."""
+    import threading
+
+    _truncate_online(fs_dsn)
+    fst.materialize_day(D2, dsn=fs_dsn, views=["user_account"])
+    expected = _online(fs_dsn, "user_account")
+    table = warehouse.qualified(fst.online_table("user_account"))
+    done: dict[str, object] = {}
+
+    def materialize() -> None:
+        try:
+            done["result"] = fst.materialize_day(D2, dsn=fs_dsn, views=["user_account"])
+        except BaseException as exc:  # reported by the assertions below
+            done["error"] = exc
+
+    with warehouse.connect(fs_dsn) as other:
+        other.execute(sql.SQL("CREATE TEMP TABLE older AS SELECT * FROM {}").format(table))
+        other.execute("UPDATE older SET event_ts = event_ts - interval '1 day'")
+        other.execute(sql.SQL("TRUNCATE {}").format(table))
+        other.commit()
+        # Another writer (an older day's materialization) holds the lock and has inserted,
+        # not yet committed, every key D2 is about to write, with older stamps.
+        other.execute(
+            "SELECT pg_advisory_xact_lock(%s)",
+            (warehouse.lock_key(f"encore.{fst.online_table('user_account')}"),),
+        )
+        other.execute(sql.SQL("INSERT INTO {} SELECT * FROM older").format(table))
+        worker = threading.Thread(target=materialize)
+        worker.start()
+        worker.join(timeout=3)
+        assert worker.is_alive(), "materialize_day did not wait for the other writer"
+        other.commit()
+    worker.join(timeout=120)
+    assert not worker.is_alive()
+    assert "error" not in done, done.get("error")
+    assert done["result"]["views"]["user_account"]["changed"] == 201 * 8  # all newer
+    assert _online(fs_dsn, "user_account") == expected
+
+
 def test_bulk_and_feast_write_the_same_online_rows(fs_dsn: str) -> None:
     views = USER_VIEWS + TRACK_VIEWS
     entity_rows = {
