@@ -518,6 +518,8 @@ def _bulk_source(
     join_key = fvs[0].entity_columns[0].name
     if any(len(fv.entity_columns) != 1 for fv in fvs):
         raise FeatureStoreError("the bulk path handles single-entity feature views only")
+    if len({(fv.entity_columns[0].name, fv.entity_columns[0].dtype) for fv in fvs}) > 1:
+        raise FeatureStoreError(f"the views of {table} do not share one entity")
     columns = [join_key, ts_field]
     for fv in fvs:
         columns += [f.name for f in fv.features if f.name not in columns]
@@ -530,38 +532,56 @@ def _bulk_source(
     )
     stats = {fv.name: {"rows": 0, "online_rows": 0, "changed": 0, "seconds": 0.0} for fv in fvs}
     stages = {fv.name: f"_feast_online_stage_{i}" for i, fv in enumerate(fvs)}
-    t_read = 0.0
-    with warehouse.connect(dsn) as conn:
+    shared = 0.0  # reading the source, the entity keys, waiting on the stages' COPYs
+    # Two connections: the source is read on one while the other COPYs the previous chunk
+    # into the stages (on the pipe's thread), then merges the stages.
+    with warehouse.connect(dsn) as conn, warehouse.connect(dsn) as reader:
         # The merge's hash join holds a view's day in memory instead of spilling in batches.
         conn.execute("SET work_mem = '256MB'")
         for fv in fvs:
             _require_online_table(conn, fv)
             conn.execute(sql.SQL(_STAGE_DDL).format(stage=sql.Identifier(stages[fv.name])))
-        with conn.cursor(name="feast_bulk_source") as cur:
-            cur.itersize = chunk_rows
-            cur.execute(query, (low, high))
-            while True:
-                t0 = time.perf_counter()
-                batch = cur.fetchmany(chunk_rows)
-                t_read += time.perf_counter() - t0
-                if not batch:
-                    break
-                chunk = _rows_to_arrow(batch, columns)
-                for fv in fvs:
-                    t1 = time.perf_counter()
-                    online = online_rows(fv, chunk)
-                    warehouse.copy_arrow(conn, f"pg_temp.{stages[fv.name]}", online, binary=True)
-                    stats[fv.name]["rows"] += chunk.num_rows
-                    stats[fv.name]["online_rows"] += online.num_rows
-                    stats[fv.name]["seconds"] += time.perf_counter() - t1
-                del batch, chunk
+        pipe = warehouse.CopyPipe()
+        try:
+            with reader.cursor(name="feast_bulk_source") as cur:
+                cur.itersize = chunk_rows
+                cur.execute(query, (low, high))
+                while True:
+                    t0 = time.perf_counter()
+                    batch = cur.fetchmany(chunk_rows)
+                    if not batch:
+                        shared += time.perf_counter() - t0
+                        break
+                    chunk = _rows_to_arrow(batch, columns)
+                    # Views of one source share the entity: its keys are serialized once.
+                    keys = chunk_entity_keys(fvs[0], chunk)
+                    shared += time.perf_counter() - t0
+                    for fv in fvs:
+                        t1 = time.perf_counter()
+                        online = online_rows(fv, chunk, keys)
+                        stats[fv.name]["seconds"] += time.perf_counter() - t1
+                        stats[fv.name]["rows"] += chunk.num_rows
+                        stats[fv.name]["online_rows"] += online.num_rows
+                        t1 = time.perf_counter()
+                        pipe.submit(
+                            lambda t=online, stage=f"pg_temp.{stages[fv.name]}": (
+                                warehouse.copy_arrow(conn, stage, t, binary=True)
+                            )
+                        )
+                        shared += time.perf_counter() - t1
+                    del batch, chunk, keys, online
+        finally:
+            t0 = time.perf_counter()
+            pipe.close()
+            shared += time.perf_counter() - t0
+        reader.rollback()
         for fv in sorted(fvs, key=online_table):  # one lock order for every writer
             t1 = time.perf_counter()
             stats[fv.name]["changed"] = _merge(conn, online_table(fv), stages[fv.name])
             stats[fv.name]["seconds"] += time.perf_counter() - t1
         conn.commit()
-    for fv in fvs:  # the shared read of the source is charged to its views evenly
-        stats[fv.name]["seconds"] = round(stats[fv.name]["seconds"] + t_read / len(fvs), 3)
+    for fv in fvs:  # the shared work is charged to the source's views evenly
+        stats[fv.name]["seconds"] = round(stats[fv.name]["seconds"] + shared / len(fvs), 3)
     return stats
 
 
@@ -643,19 +663,21 @@ _TAG_DOUBLE = 0x29  # double_val = 5, 64-bit
 _TAG_BOOL = 0x38  # bool_val = 7, varint
 
 
-def online_rows(fv: FeatureView, chunk: pa.Table) -> pa.Table:
+def online_rows(fv: FeatureView, chunk: pa.Table, keys: pa.Array | None = None) -> pa.Table:
     """Feast's online-store rows for the source rows in ``chunk``: one row per entity and
     feature, with ``entity_key`` from Feast's ``serialize_entity_key`` and ``value`` the
     serialized ValueProto (empty for null or NaN, like Feast), ``value_text`` as Feast's
     ``extract_text_and_num`` renders it, ``event_ts`` the source timestamp.
+
+    ``keys``: the chunk's entity keys if already serialized (:func:`chunk_entity_keys`;
+    views of one source share them).
     """
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    join_key = fv.entity_columns[0].name
-    key_type = fv.entity_columns[0].dtype.to_value_type()
-    keys = entity_keys(chunk.column(join_key).to_pylist(), join_key, key_type)
+    if keys is None:
+        keys = chunk_entity_keys(fv, chunk)
     n = chunk.num_rows
     ts = chunk.column(fv.batch_source.timestamp_field)
     ts = pc.cast(ts, pa.timestamp("us", tz="UTC"))
@@ -674,6 +696,13 @@ def online_rows(fv: FeatureView, chunk: pa.Table) -> pa.Table:
             )
         )
     return pa.concat_tables(parts).combine_chunks()
+
+
+def chunk_entity_keys(fv: FeatureView, chunk: pa.Table) -> pa.Array:
+    """The serialized entity keys of ``chunk``'s rows for single-entity view ``fv``."""
+    join_key = fv.entity_columns[0].name
+    key_type = fv.entity_columns[0].dtype.to_value_type()
+    return entity_keys(chunk.column(join_key).to_pylist(), join_key, key_type)
 
 
 def entity_keys(values: list, join_key: str, value_type) -> pa.Array:

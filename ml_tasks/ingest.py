@@ -578,48 +578,6 @@ def _payloads(batch: pa.Table, rows: np.ndarray) -> list[str]:
     ]
 
 
-class _CopyPipe:
-    """Runs a day's COPYs on a worker thread while the caller reads and checks the next batch.
-
-    pyarrow and psycopg release the GIL, so the two overlap on two cores. Jobs run in
-    submission order on the loader's connection; the bounded queue holds at most ``depth``
-    batches. A worker failure is raised at the next submit or at close.
-    """
-
-    def __init__(self, depth: int = 2):
-        import queue
-        import threading
-
-        self.jobs: queue.Queue = queue.Queue(maxsize=depth)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._work, name="encore-copy", daemon=True)
-        self.thread.start()
-
-    def _work(self) -> None:
-        while True:
-            job = self.jobs.get()
-            if job is None:
-                return
-            if self.error is not None:
-                continue  # drain after a failure
-            try:
-                job()
-            except BaseException as exc:  # re-raised in the caller's thread
-                self.error = exc
-
-    def submit(self, job) -> None:
-        if self.error is not None:
-            raise self.error
-        self.jobs.put(job)
-
-    def close(self) -> None:
-        """Wait for every job; raise the first failure."""
-        self.jobs.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-
 class _DayLoader:
     """Loads one landing day into staging tables on one connection."""
 
@@ -708,7 +666,7 @@ class _DayLoader:
         set_default = sql.SQL("ALTER TABLE {} ALTER COLUMN source_file SET DEFAULT {}").format(
             warehouse.qualified(stage), sql.Literal(rel)
         )
-        pipe = _CopyPipe()
+        pipe = warehouse.CopyPipe()
         pipe.submit(lambda: self.conn.execute(set_default))
         try:
             self._load_batches(ds, path, rel, stage, qstage, stats, pipe)

@@ -361,6 +361,50 @@ def binary_copy_safe(schema) -> bool:
     return all(str(field.type) in _BINARY_SAFE for field in schema)
 
 
+class CopyPipe:
+    """Runs COPYs (any jobs) on a worker thread while the caller reads and encodes the next
+    batch: ingestion's loads, materialization's stages.
+
+    pyarrow and psycopg release the GIL, so the two overlap on two cores. Jobs run in
+    submission order; the caller must not use the jobs' connection until :meth:`close`.
+    The bounded queue holds at most ``depth`` batches. A worker failure is raised at the
+    next submit or at close.
+    """
+
+    def __init__(self, depth: int = 2):
+        import queue
+        import threading
+
+        self.jobs: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="encore-copy", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            if self.error is not None:
+                continue  # drain after a failure
+            try:
+                job()
+            except BaseException as exc:  # re-raised in the caller's thread
+                self.error = exc
+
+    def submit(self, job) -> None:
+        if self.error is not None:
+            raise self.error
+        self.jobs.put(job)
+
+    def close(self) -> None:
+        """Wait for every job; raise the first failure."""
+        self.jobs.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def copy_arrow(
     conn: psycopg.Connection,
     table: str,
