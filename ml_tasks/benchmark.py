@@ -2065,8 +2065,8 @@ def _past_one_machine(runs: list[NightRun]) -> list[str]:
         + " That is where the offline store (and the feature SQL) move to Spark or Ray,"
         " which scale with the cluster instead of one server's cores.",
         "- **Redis online store.** Materialization rewrites every online row of the day in"
-        " PostgreSQL: one row per entity and feature, each a heap update and a primary-key"
-        " probe"
+        " PostgreSQL: one row per entity and feature, each a WAL-logged heap update, after"
+        " a join of the whole day against the online table"
         + (f"; at 10M users it would take {mat / 60:,.0f} min" if mat is not None else "")
         + ". Feast's Redis online store writes one hash per entity, on as many Redis"
         " shards as the cluster has.",
