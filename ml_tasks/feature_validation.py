@@ -380,17 +380,13 @@ def _run_day(context, ds, target: str, day: date, run_id: str) -> list:
         (features.USER_DAILY, user_suite(day, pops)),
         (features.TRACK_DAILY, track_suite(day, pops)),
     ):
-        if suite.name in ds.get_asset_names():
-            ds.delete_asset(suite.name)
-        schema, name = warehouse.partition_name(table.name, day).split(".")
-        asset = ds.add_table_asset(
-            suite.name,
-            table_name=name,
-            schema_name=schema,
-            batch_metadata={"dt": day.isoformat(), "run_id": run_id},
+        definition = validation.day_definition(
+            context,
+            ds,
+            suite,
+            {"dt": day.isoformat(), "run_id": run_id},
+            partition=warehouse.partition_name(table.name, day),
         )
-        batch = asset.add_batch_definition_whole_table(validation.BATCH_DEFINITION_NAME)
-        definition = validation.save_definition(context, batch, suite)
         result, key = validation.run_definition(context, definition, gx_run)
         out.append((suite, result, key))
     return out

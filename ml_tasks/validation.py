@@ -505,9 +505,6 @@ def _validation_definition(
     run_id: str,
     suite: gx.ExpectationSuite,
 ):
-    name = suite_name(dataset)
-    if name in ds.get_asset_names():
-        ds.delete_asset(name)
     metadata = {
         "dt": day.isoformat(),
         "run_id": run_id,
@@ -516,12 +513,34 @@ def _validation_definition(
     if dataset.is_event:
         # The day's partition is the batch: GX reflects a table's columns from the catalog,
         # whereas a query asset is executed (the whole day fetched) just to learn them.
-        schema, table = warehouse.partition_name(dataset.raw_table, day).split(".")
+        partition = warehouse.partition_name(dataset.raw_table, day)
+        return day_definition(context, ds, suite, metadata, partition=partition)
+    return day_definition(context, ds, suite, metadata, query=batch_query(dataset, day))
+
+
+def day_definition(
+    context: FileDataContext,
+    ds,
+    suite: gx.ExpectationSuite,
+    metadata: dict[str, Any],
+    *,
+    partition: str | None = None,
+    query: str | None = None,
+):
+    """Store the validation definition of ``suite`` on one day's batch: the asset named
+    after the suite, replaced, on table ``partition`` (``schema.table``) or else on
+    ``query``. Raw and feature validation both define their batches here."""
+    if (partition is None) == (query is None):
+        raise ValueError("day_definition needs exactly one of partition and query")
+    if suite.name in ds.get_asset_names():
+        ds.delete_asset(suite.name)
+    if partition is not None:
+        schema, table = partition.split(".")
         asset = ds.add_table_asset(
-            name, table_name=table, schema_name=schema, batch_metadata=metadata
+            suite.name, table_name=table, schema_name=schema, batch_metadata=metadata
         )
     else:
-        asset = ds.add_query_asset(name, query=batch_query(dataset, day), batch_metadata=metadata)
+        asset = ds.add_query_asset(suite.name, query=query, batch_metadata=metadata)
     batch_definition = asset.add_batch_definition_whole_table(BATCH_DEFINITION_NAME)
     return save_definition(context, batch_definition, suite)
 
