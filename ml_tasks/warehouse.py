@@ -713,6 +713,20 @@ def create_day_stage(
     )
 
 
+def day_partition_exists(conn: psycopg.Connection, parent: str, day: date) -> bool:
+    """Whether ``parent`` has its partition of ``day`` attached."""
+    schema, name = partition_name(parent, day).split(".")
+    return (
+        conn.execute(
+            "SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE i.inhparent = %s::regclass AND n.nspname = %s AND c.relname = %s",
+            (parent, schema, name),
+        ).fetchone()
+        is not None
+    )
+
+
 def swap_day_partition(conn: psycopg.Connection, parent: str, stage: str, day: date) -> None:
     """Make ``stage`` the ``day`` partition of ``parent``, dropping the old one.
 
@@ -721,14 +735,8 @@ def swap_day_partition(conn: psycopg.Connection, parent: str, stage: str, day: d
     """
     low, high = day_bounds(day)
     target = partition_name(parent, day)
-    schema, target_name = target.split(".")
-    exists = conn.execute(
-        "SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE i.inhparent = %s::regclass AND n.nspname = %s AND c.relname = %s",
-        (parent, schema, target_name),
-    ).fetchone()
-    if exists:
+    target_name = target.split(".")[1]
+    if day_partition_exists(conn, parent, day):
         conn.execute(
             sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
                 qualified(parent), qualified(target)
