@@ -926,9 +926,8 @@ class _DayLoader:
             for ds in contract.DATASETS:
                 stage = _stage_name(ds, day)
                 if ds.is_event:
-                    replacing = warehouse.day_partition_exists(self.conn, ds.raw_table, day)
-                    self._replace_day_keys(ds, stage, replacing)
-                    warehouse.swap_day_partition(self.conn, ds.raw_table, stage, day)
+                    replaced = warehouse.swap_day_partition(self.conn, ds.raw_table, stage, day)
+                    self._replace_day_keys(ds, replaced)
                 else:
                     self._replace_dimension_day(ds, stage)
             self.conn.execute("DELETE FROM quarantine.rejected_rows WHERE dt = %s", (day,))
@@ -977,30 +976,31 @@ class _DayLoader:
                 ),
             )
 
-    def _replace_day_keys(self, ds: Dataset, stage: str, replacing: bool) -> None:
-        """Replace the day's rows of the event-keys table with the stage's (same transaction
-        as the partition swap, so the keys always match the partitions). Inserted in key
-        order: the index pages then fill one after another (about a third faster).
+    def _replace_day_keys(self, ds: Dataset, replaced: bool) -> None:
+        """Replace the day's rows of the event-keys table with those of its partition, just
+        swapped in (same transaction, so the keys always match the partitions). Inserted in
+        key order: the index pages then fill one after another (about a third faster).
 
         The table holds every day kept, so nothing here may read all of it. A day delivered
-        for the first time has no keys to delete (they come and go with its partition), so
-        none are looked for. A redelivered day's are found through the BRIN index on dt
-        alone: without statistics on the table (no ANALYZE has run: autovacuum is off on
-        some servers) the planner would scan every day's keys instead (0.35 s at 7.9 M keys,
-        growing with every day kept). For the same reason the BRIN's new block ranges are
-        summarized here, after the insert, instead of waiting for autovacuum: an
-        unsummarized range matches every day.
+        for the first time (``replaced`` false: it had no partition) has no keys to delete
+        (they come and go with its partition), so none are looked for. A redelivered day's
+        are found through the BRIN index on dt alone: without statistics on the table (no
+        ANALYZE has run: autovacuum is off on some servers) the planner would scan every
+        day's keys instead (0.35 s at 7.9 M keys, growing with every day kept). For the same
+        reason the BRIN's new block ranges are summarized here, after the insert, instead of
+        waiting for autovacuum: an unsummarized range matches every day.
         """
         keys = warehouse.qualified(ds.keys_table)
-        if replacing:
+        partition = warehouse.qualified(warehouse.partition_name(ds.raw_table, self.day))
+        if replaced:
             self.conn.execute("SET LOCAL enable_seqscan = off")
             self.conn.execute(sql.SQL("DELETE FROM {} WHERE dt = %s").format(keys), (self.day,))
             self.conn.execute("SET LOCAL enable_seqscan = DEFAULT")
         self.conn.execute(
             sql.SQL(
                 "INSERT INTO {keys} (event_key, dt)"
-                " SELECT event_key, {day} FROM {stage} ORDER BY event_key"
-            ).format(keys=keys, day=sql.Literal(self.day), stage=warehouse.qualified(stage))
+                " SELECT event_key, {day} FROM {partition} ORDER BY event_key"
+            ).format(keys=keys, day=sql.Literal(self.day), partition=partition)
         )
         self.conn.execute(
             "SELECT brin_summarize_new_values(%s::regclass)", (f"{ds.keys_table}_dt_idx",)

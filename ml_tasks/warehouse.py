@@ -713,30 +713,23 @@ def create_day_stage(
     )
 
 
-def day_partition_exists(conn: psycopg.Connection, parent: str, day: date) -> bool:
-    """Whether ``parent`` has its partition of ``day`` attached."""
-    schema, name = partition_name(parent, day).split(".")
-    return (
-        conn.execute(
-            "SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE i.inhparent = %s::regclass AND n.nspname = %s AND c.relname = %s",
-            (parent, schema, name),
-        ).fetchone()
-        is not None
-    )
-
-
-def swap_day_partition(conn: psycopg.Connection, parent: str, stage: str, day: date) -> None:
-    """Make ``stage`` the ``day`` partition of ``parent``, dropping the old one.
+def swap_day_partition(conn: psycopg.Connection, parent: str, stage: str, day: date) -> bool:
+    """Make ``stage`` the ``day`` partition of ``parent``, dropping the old one; returns
+    whether there was an old one (the day was loaded before).
 
     Must run inside the caller's transaction: readers see the old day until commit and
     the new day after it, never a mix.
     """
     low, high = day_bounds(day)
     target = partition_name(parent, day)
-    target_name = target.split(".")[1]
-    if day_partition_exists(conn, parent, day):
+    schema, target_name = target.split(".")
+    exists = conn.execute(
+        "SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE i.inhparent = %s::regclass AND n.nspname = %s AND c.relname = %s",
+        (parent, schema, target_name),
+    ).fetchone()
+    if exists:
         conn.execute(
             sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
                 qualified(parent), qualified(target)
@@ -756,6 +749,7 @@ def swap_day_partition(conn: psycopg.Connection, parent: str, stage: str, day: d
             qualified(target), sql.Literal(f"UTC day {day.isoformat()} of {parent}.")
         )
     )
+    return exists is not None
 
 
 # --------------------------------------------------------------------------- inspection
