@@ -10,7 +10,8 @@ and as a fallback.
 
 1. **wait_for_features** waits until the day's features are built and validated.
 2. **monitor** (`encore monitor --date D` runs the same code) does four things for the day:
-   - recomputes the day's stream-fraud flags;
+   - reports the day's stream-fraud flags (computing them only when `features_daily` left
+     none, or they predate the day's latest ingest or the detector's configuration);
    - measures the drift (PSI) of every input of the churn champion, and of its 30-day
      score, against the model's training window;
    - measures the realized performance (AUC, Brier, calibration) of the churn scores made

@@ -9,7 +9,13 @@ behaviours that stood out most (robust z-scores against the day's users).
 
 Flagged user-days are written to ``monitoring.stream_anomalies`` (the day replaced in one
 transaction); the track features and popularity targets leave their plays out.
-``features_daily`` runs it before the feature SQL; ``encore monitor --date D`` re-runs it.
+``features_daily`` runs it before the feature SQL. Monitoring reports the day's flags and
+computes them only when they are missing or out of date (:func:`ensure_day`): re-scoring a
+day the features were built on would restamp its flags and make the next night rebuild that
+day's track activity.
+
+Users are scored in ``user_id`` order (the forest subsamples rows by position), so a day
+scored again gives the same flags whatever plan the server picks for the behaviour query.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ FROM raw.listening_events
 WHERE played_at >= %(lo)s AND played_at < %(hi)s
 GROUP BY user_id
 HAVING count(*) >= %(min_plays)s
+ORDER BY user_id
 """
 
 TOP_TRACK_SQL = """
@@ -120,22 +127,33 @@ def score(frame: pd.DataFrame, config: FraudConfig) -> pd.DataFrame:
     mad = np.median(np.abs(x - median), axis=0) * 1.4826
     spread = np.where(mad > 1e-9, mad, np.maximum(np.std(x, axis=0), 1e-9))
     z = np.abs(x - median) / spread
-    names = list(BEHAVIOURS)
-    raw = frame[names].to_numpy(dtype=float)
-    reasons = []
-    for i in range(len(frame)):
-        top = np.argsort(-z[i])[:3]
-        reasons.append(
-            [
-                f"{names[j]}={raw[i, j]:.3g} (day median {np.median(raw[:, j]):.3g})"
-                for j in top
-                if z[i, j] >= 3
-            ]
-        )
     out["anomaly_score"] = anomaly
     out["is_flagged"] = anomaly >= config.threshold
-    out["reasons"] = reasons
+    out["reasons"] = _reasons(frame[list(BEHAVIOURS)].to_numpy(dtype=float), z)
     return out
+
+
+def _reasons(raw: np.ndarray, z: np.ndarray) -> list[list[str]]:
+    """Per user-day, up to three behaviours with a robust z-score of 3 or more, largest
+    first, each with its value and the day's median.
+
+    The day's medians are computed once: per row they made the loop quadratic in the
+    users (2.7 s of 4.3 s at 46,000 user-days).
+    """
+    names = list(BEHAVIOURS)
+    medians = [f"{m:.3g}" for m in np.median(raw, axis=0).tolist()]
+    top = np.argsort(-z, axis=1)[:, :3]
+    rows = np.arange(len(z))[:, None]
+    shown = z[rows, top] >= 3
+    values = raw[rows, top]
+    reasons: list[list[str]] = [[] for _ in range(len(z))]
+    for i in np.flatnonzero(shown.any(axis=1)).tolist():
+        reasons[i] = [
+            f"{names[j]}={v:.3g} (day median {medians[j]})"
+            for j, v, s in zip(top[i].tolist(), values[i].tolist(), shown[i].tolist(), strict=True)
+            if s
+        ]
+    return reasons
 
 
 def detect_day(day: date, *, run_id: str, dsn: str | None = None) -> dict:
@@ -171,3 +189,36 @@ def detect_day(day: date, *, run_id: str, dsn: str | None = None) -> dict:
         time.perf_counter() - started,
     )
     return {"day": day.isoformat(), "scored": n, "flagged": flagged, "model": config.version}
+
+
+def current_flags(day: date, *, dsn: str | None = None) -> dict | None:
+    """The day's flags as :func:`detect_day` reported them, or None when they must be
+    computed again: none stored, stored by another detector configuration, or older than
+    the day's latest ingest."""
+    target = warehouse.resolve_dsn(dsn=dsn)
+    version = FraudConfig.load().version
+    with warehouse.connect(target) as conn:
+        scored, flagged, versions, newest, scored_at = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE is_flagged), count(DISTINCT model_version),"
+            " min(model_version), min(scored_at) FROM monitoring.stream_anomalies WHERE dt = %s",
+            (day,),
+        ).fetchone()
+        ingested = conn.execute(
+            "SELECT max(finished_at) FROM raw.ingest_runs WHERE dt = %s", (day,)
+        ).fetchone()[0]
+    if not scored or versions != 1 or newest != version:
+        return None
+    if ingested is not None and scored_at < ingested:
+        return None
+    return {"day": day.isoformat(), "scored": scored, "flagged": flagged, "model": version}
+
+
+def ensure_day(day: date, *, run_id: str, dsn: str | None = None) -> dict:
+    """The day's flags: those stored when still current (see :func:`current_flags`), else
+    computed now by :func:`detect_day`. ``computed`` in the result says which."""
+    target = warehouse.ensure_migrated(dsn)
+    current = current_flags(day, dsn=target)
+    if current is not None:
+        log.info("stream anomalies for %s are current: %d flagged", day, current["flagged"])
+        return {**current, "computed": False}
+    return {**detect_day(day, run_id=run_id, dsn=target), "computed": True}

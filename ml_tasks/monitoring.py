@@ -2,7 +2,8 @@
 
 For day D:
 
-- **fraud flags**: the day's stream anomalies are (re)computed (:mod:`ml_tasks.fraud`);
+- **fraud flags**: the day's stream anomalies as ``features_daily`` stored them, computed
+  only when missing or out of date (:func:`ml_tasks.fraud.ensure_day`);
 - **drift**: every input of the churn champion of D, and its 30-day score, against the
   model's training window: population stability index over 10 quantile bins of the
   reference, flagged ``warn``/``alert`` at the thresholds of ``config/monitoring.yaml``.
@@ -346,7 +347,7 @@ def monitor_day(
     target = warehouse.ensure_migrated(dsn)
     config = MonitoringConfig.load()
     artifacts = Path(artifacts or get_settings().artifacts)
-    flags = fraud.detect_day(day, run_id=run_id, dsn=target)
+    flags = fraud.ensure_day(day, run_id=run_id, dsn=target)
     drift_rows = drift(day, dsn=target, config=config)
     realized_rows = realized(day, dsn=target)
     now = datetime.now(UTC)

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pandas as pd
 
 from ml_tasks import feature_validation, features, fraud, warehouse
+from ml_tasks.ingest import ingest_day
 
 
 def test_bots_are_flagged_with_high_recall_and_precision(world, world_dsn) -> None:
@@ -60,3 +61,33 @@ def test_detection_is_idempotent_and_flagged_plays_leave_track_features(world, w
     assert flagged_plays > 0 and left_out == flagged_plays
     # validation recomputes the net play total from raw minus the flags
     feature_validation.validate_features(day, run_id="after-fraud", dsn=world_dsn)
+
+
+def test_monitoring_keeps_the_flags_the_features_were_built_on(world, world_dsn) -> None:
+    """Monitoring reports a day's current flags instead of scoring it again: restamped flags
+    made the next night rebuild that day's track activity. Flags older than the day's
+    latest ingest, or missing, are computed."""
+    day, next_day = world.last_day - timedelta(days=1), world.last_day
+    first = fraud.detect_day(day, run_id="features", dsn=world_dsn)  # as features_daily does
+    features.build_day(day, run_id="features", dsn=world_dsn)
+
+    def stamps() -> tuple:
+        with warehouse.connect(world_dsn) as conn:
+            return conn.execute(
+                "SELECT min(scored_at), max(scored_at), min(run_id), count(*)"
+                " FROM monitoring.stream_anomalies WHERE dt = %s",
+                (day,),
+            ).fetchone()
+
+    before = stamps()
+    reported = fraud.ensure_day(day, run_id="monitor", dsn=world_dsn)
+    assert reported == {**first, "computed": False}
+    assert stamps() == before
+    assert features.build_day(next_day, run_id="next", dsn=world_dsn).rebuilt == []
+
+    ingest_day(day, run_id="redelivered", dsn=world_dsn, landing_root=world.landing)
+    again = fraud.ensure_day(day, run_id="monitor-2", dsn=world_dsn)
+    assert again == {**first, "computed": True}  # same plays, same flags
+    assert stamps()[2] == "monitor-2"
+    missing = fraud.ensure_day(next_day, run_id="monitor-3", dsn=world_dsn)
+    assert missing["computed"] and missing["scored"] > 0
