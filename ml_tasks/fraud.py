@@ -137,8 +137,8 @@ def _reasons(raw: np.ndarray, z: np.ndarray) -> list[list[str]]:
     """Per user-day, up to three behaviours with a robust z-score of 3 or more, largest
     first, each with its value and the day's median.
 
-    The day's medians are computed once: per row they made the loop quadratic in the
-    users (2.7 s of 4.3 s at 46,000 user-days).
+    The day's medians are computed once: computed per reason, they made this quadratic in
+    the users (``detect_day`` at 46,567 user-days: 3.65 s before, 2.27 s after).
     """
     names = list(BEHAVIOURS)
     medians = [f"{m:.3g}" for m in np.median(raw, axis=0).tolist()]
@@ -198,7 +198,7 @@ def current_flags(day: date, *, dsn: str | None = None) -> dict | None:
     target = warehouse.resolve_dsn(dsn=dsn)
     version = FraudConfig.load().version
     with warehouse.connect(target) as conn:
-        scored, flagged, versions, newest, scored_at = conn.execute(
+        scored, flagged, versions, stored_version, scored_at = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE is_flagged), count(DISTINCT model_version),"
             " min(model_version), min(scored_at) FROM monitoring.stream_anomalies WHERE dt = %s",
             (day,),
@@ -206,7 +206,7 @@ def current_flags(day: date, *, dsn: str | None = None) -> dict | None:
         ingested = conn.execute(
             "SELECT max(finished_at) FROM raw.ingest_runs WHERE dt = %s", (day,)
         ).fetchone()[0]
-    if not scored or versions != 1 or newest != version:
+    if not scored or versions != 1 or stored_version != version:
         return None
     if ingested is not None and scored_at < ingested:
         return None
