@@ -1205,15 +1205,17 @@ def _floor_genre(ctx: Context, detail: dict) -> dict:
 
 
 def _floor_monitoring(ctx: Context, detail: dict) -> dict:
-    """What monitoring reads from the warehouse, bare: the day's plays and flags (fraud),
-    the day's features and 30-day scores, the past scores; the drift reference is cached
-    per model (a set-up step) and the day's scores are score_daily's, so nothing is
+    """What monitoring reads from the warehouse, bare: the day's features and 30-day scores,
+    the past scores, and the day's plays and flags when it computed the fraud flags (it
+    reuses the fraud stage's when they are current); the drift reference is cached per
+    model (a set-up step) and the day's scores are score_daily's, so nothing is
     predicted."""
     from psycopg import sql
 
     from ml_tasks import monitoring, registry, scoring
 
-    parts = _floor_fraud(ctx, detail)
+    computed_flags = (detail.get("fraud") or {}).get("computed", True)
+    parts = _floor_fraud(ctx, detail) if computed_flags else {}
     record = registry.champion(scoring.CHURN_MODEL, scoring.day_end(ctx.day), dsn=ctx.dsn)
     model = registry.load_churn_model(record)
     cols = sql.SQL(", ").join(map(sql.Identifier, model.feature_names))

@@ -64,6 +64,12 @@ def test_every_stage_of_the_night_has_time_rows_and_a_floor(night: NightRun) -> 
     churn, interventions = night.stage("churn scoring"), night.stage("interventions")
     assert churn.rows == interventions.rows <= USERS
     assert night.stage("popularity scoring").rows >= TRACKS
+    # monitoring reuses the fraud stage's flags, so its floor holds no fraud work
+    monitoring = night.stage("monitoring")
+    assert monitoring.detail["fraud"]["computed"] is False
+    assert set(monitoring.detail["floor_parts"]) == {
+        "COPY out of the day's features and scores, past scores"
+    }
 
 
 def test_report_has_tables_fits_and_plot(night: NightRun, tmp_path: Path) -> None:
