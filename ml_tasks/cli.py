@@ -327,12 +327,27 @@ def cmd_bench(args: argparse.Namespace) -> None:
     command = (
         f"encore bench --sizes {','.join(str(r.users) for r in runs)} --days {runs[0].days}"
         + (f" --tracks {args.tracks}" if args.tracks else "")
-        + (f" --training {args.training}" if args.training != "auto" else "")
+        + (
+            # the profile the runs used (a page rewritten --from-json has args.training auto)
+            f" --training {runs[0].training}"
+            if runs[0].training != _auto_training(runs[0].days)
+            else ""
+        )
         + (f" --out {args.out}" if args.out != "docs/performance.md" else "")
     )
     out = benchmark.write_report(runs, Path(args.out), command=command)
     saved = "" if args.from_json else f"; figures in {json_path}"
     print(f"wrote {out} and {benchmark.plot_path_for(out)}{saved}")
+
+
+def _auto_training(days: int) -> str | None:
+    """The profile ``encore bench --days DAYS`` picks without ``--training`` (None: none fits)."""
+    from ml_tasks import benchmark
+
+    try:
+        return benchmark.pick_training(days)
+    except ValueError:
+        return None
 
 
 def cmd_warehouse(args: argparse.Namespace) -> None:
