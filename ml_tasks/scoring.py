@@ -52,7 +52,13 @@ CONTEXT_COLUMNS = (
 
 
 class NoChampion(RuntimeError):
-    """No model of the family was champion at the time the day closed."""
+    """No model of the family was champion at the time the day closed.
+
+    ``recorded`` says the family already wrote its skip to ``scores.scoring_runs``."""
+
+    def __init__(self, message: str, *, recorded: bool = False) -> None:
+        super().__init__(message)
+        self.recorded = recorded
 
 
 class NotReady(RuntimeError):
@@ -649,7 +655,7 @@ def score_genres(day: date, **kwargs) -> dict:
 
     result = score(day, **kwargs)
     if result["status"] == "skipped":
-        raise NoChampion(result["reason"])
+        raise NoChampion(result["reason"], recorded=True)
     return result
 
 
@@ -670,6 +676,7 @@ def score_day(
             out["scored"][name] = FAMILIES[name](day, run_id=run_id, dsn=target)
         except NoChampion as exc:
             out["skipped"][name] = str(exc)
-            record_skip(target, day, run_id, name, str(exc))
+            if not exc.recorded:
+                record_skip(target, day, run_id, name, str(exc))
             log.warning("skipped %s for %s: %s", name, day, exc)
     return out
