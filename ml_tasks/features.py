@@ -235,9 +235,13 @@ def _first_of_runs(ordered: np.ndarray) -> np.ndarray:
 _KEY_COLUMNS = {"tracks": "track_keys", "artists": "artist_keys"}
 
 #: One chunk of users' activity rows as arrays: per row its user, age and number of keys of
-#: each kind, and per kind every key, row after row. One statement, so one snapshot: the
-#: materialized rows are read in one order by every aggregate. (Aggregating user and age per
-#: key, as before, built three arrays of every key: twice the server's time.)
+#: each kind, and per kind every row's key array in binary, one after another
+#: (``array_send``, decoded by :func:`warehouse.decode_array_sends`, which checks every
+#: array's length against the counts). One statement, so one snapshot: the materialized
+#: rows are read in one order by every aggregate. (Aggregating user and age per key built
+#: three arrays of every key: twice the server's time. An ``array_agg`` over the
+#: ``unnest`` of the keys, as after that, took twice as long as the binary forms: 0.28 s
+#: against 0.14 s per chunk of 1M keys, server time.)
 _KEY_CHUNK_QUERY = sql.SQL(
     """WITH r AS MATERIALIZED (
         SELECT user_id, %(day)s - dt AS age, track_keys, artist_keys
@@ -247,9 +251,9 @@ _KEY_CHUNK_QUERY = sql.SQL(
     SELECT (SELECT array_agg(user_id) FROM r) AS users,
            (SELECT array_agg(age) FROM r) AS ages,
            (SELECT array_agg(cardinality(track_keys)) FROM r) AS n_track_keys,
-           (SELECT array_agg(k) FROM r, unnest(r.track_keys) k) AS track_keys,
+           (SELECT string_agg(array_send(track_keys), ''::bytea) FROM r) AS track_keys,
            (SELECT array_agg(cardinality(artist_keys)) FROM r) AS n_artist_keys,
-           (SELECT array_agg(k) FROM r, unnest(r.artist_keys) k) AS artist_keys"""
+           (SELECT string_agg(array_send(artist_keys), ''::bytea) FROM r) AS artist_keys"""
 )
 
 
@@ -292,12 +296,12 @@ def _make_key_counts(conn: psycopg.Connection, day: date) -> None:
         ids = None
         for kind, column in _KEY_COLUMNS.items():
             counts_per_row = chunk[f"n_{column}"]
-            keys = chunk[column]
-            if int(counts_per_row.sum()) != len(keys):
+            try:
+                keys = warehouse.decode_array_sends(chunk[column], counts_per_row)
+            except ValueError as exc:
                 raise RuntimeError(
-                    f"user_key_counts: {len(keys)} {column} elements for rows announcing"
-                    f" {int(counts_per_row.sum())} ({window['first']}..{day})"
-                )
+                    f"user_key_counts: {column} of {window['first']}..{day}: {exc}"
+                ) from exc
             kind_ids, counts = distinct_key_counts(
                 np.repeat(chunk["users"], counts_per_row),
                 np.repeat(chunk["ages"], counts_per_row),

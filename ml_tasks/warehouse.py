@@ -573,6 +573,8 @@ def read_numbers(
 
 
 _INT_ARRAY_ELEMENTS = {1007: ">i4", 1016: ">i8"}  # int4[], int8[]
+_BYTEA = 17
+_INT_ELEMENT_OIDS = {23: ">i4", 20: ">i8"}  # int4, int8
 
 
 def read_int_arrays(
@@ -582,19 +584,26 @@ def read_int_arrays(
     without NULL elements (typically ``array_agg`` of a set), and decode each array with one
     numpy ``frombuffer``; a NULL column (an aggregate of no rows) is an empty array.
 
+    A ``bytea`` column comes back as its bytes (a ``uint8`` array; NULL is empty): typically
+    ``string_agg(array_send(a), '')`` of many rows' arrays, for :func:`decode_array_sends`.
+
     A result of millions of narrow rows costs about 1.5 µs of Python per row in a COPY
     (each row is a message); the same values as a few arrays cost one message each.
-    Returns column name -> int64 array, in the query's column order.
+    Returns column name -> int64 array (uint8 for ``bytea``), in the query's column order.
     """
     import numpy as np
 
     with conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT * FROM ({}) q LIMIT 0").format(query), params or None)
         names = [c.name for c in cur.description]
-        wrong = [c.name for c in cur.description if c.type_code not in _INT_ARRAY_ELEMENTS]
+        wrong = [
+            c.name
+            for c in cur.description
+            if c.type_code not in _INT_ARRAY_ELEMENTS and c.type_code != _BYTEA
+        ]
         elements = [_INT_ARRAY_ELEMENTS.get(c.type_code) for c in cur.description]
     if wrong:
-        raise TypeError(f"read_int_arrays: columns {wrong} are not int4[] or int8[]")
+        raise TypeError(f"read_int_arrays: columns {wrong} are not int4[], int8[] or bytea")
     raw, pos = _binary_copy_out(conn, query, params, "read_int_arrays")
 
     def take(n: int) -> int:
@@ -609,9 +618,13 @@ def read_int_arrays(
     for name, element in zip(names, elements, strict=True):
         size = take(4)
         if size == -1:  # NULL
-            out[name] = np.empty(0, dtype=np.int64)
+            out[name] = np.empty(0, dtype=np.int64 if element else np.uint8)
             continue
         end = pos + size
+        if element is None:  # bytea
+            out[name] = np.frombuffer(raw, dtype=np.uint8, count=size, offset=pos).copy()
+            pos = end
+            continue
         ndim, has_nulls, _oid = take(4), take(4), take(4)
         if ndim == 0:
             out[name] = np.empty(0, dtype=np.int64)
@@ -629,6 +642,73 @@ def read_int_arrays(
     if take(2) != -1:
         raise ValueError("read_int_arrays: the query must return exactly one row")
     return out
+
+
+def _int32_at(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Big-endian int32 values of ``data`` (uint8) at byte ``offsets`` (any alignment)."""
+    import numpy as np
+
+    value = data[offsets].astype(np.uint32) << 24
+    value |= data[offsets + 1].astype(np.uint32) << 16
+    value |= data[offsets + 2].astype(np.uint32) << 8
+    value |= data[offsets + 3]
+    return value.view(np.int32)
+
+
+def decode_array_sends(data: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The elements of one-dimensional ``int4[]``/``int8[]`` arrays without NULLs, given
+    their binary forms one after another (``string_agg(array_send(a), '')`` in ``data``,
+    uint8) and each array's length (``cardinality(a)`` in ``counts``, in the same order).
+
+    Decoded in numpy without a per-array step: an array of n elements is a 20-byte header
+    (12 when empty) and n (length, value) pairs. Every header is checked (one dimension,
+    no NULLs, the element type, the announced length), so counts that do not follow the
+    bytes are refused rather than misread. Returns every element, in order, as int64.
+    """
+    import numpy as np
+
+    counts = np.asarray(counts, dtype=np.int64)
+    if len(data) == 0 and not counts.any():
+        return np.empty(0, dtype=np.int64)
+    if len(data) < 12 or not len(counts):
+        raise ValueError("decode_array_sends: the bytes and the array lengths do not agree")
+    element = _INT_ELEMENT_OIDS.get(int(_int32_at(data, np.array([8]))[0]))
+    if element is None:
+        raise ValueError("decode_array_sends: the arrays are not int4[] or int8[]")
+    pair = 4 + np.dtype(element).itemsize
+    sizes = np.where(counts > 0, 20 + pair * counts, 12)
+    starts = np.zeros(len(counts), dtype=np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    if int(starts[-1] + sizes[-1]) != len(data):
+        raise ValueError(
+            f"decode_array_sends: {len(data)} bytes for arrays announcing"
+            f" {int(sizes.sum())} ({int(counts.sum())} elements)"
+        )
+    filled = counts > 0
+    ndim = _int32_at(data, starts)
+    expected_oid = {v: k for k, v in _INT_ELEMENT_OIDS.items()}[element]
+    headers_ok = (
+        (ndim == filled.astype(np.int32)).all()
+        and (_int32_at(data, starts + 4) == 0).all()
+        and (_int32_at(data, starts + 8) == expected_oid).all()
+        and (_int32_at(data, starts[filled] + 12) == counts[filled]).all()
+    )
+    if not headers_ok:
+        raise ValueError(
+            "decode_array_sends: an array is not one-dimensional, holds NULLs, mixes element"
+            " types or does not have the announced length"
+        )
+    n = counts[filled]
+    total = int(n.sum())
+    # byte offset of each value: its array's first pair, then one pair per element
+    before = np.zeros(len(n), dtype=np.int64)
+    np.cumsum(n[:-1], out=before[1:])
+    first_value = starts[filled] + 20 + 4 - pair * before
+    offsets = np.repeat(first_value, n) + pair * np.arange(total, dtype=np.int64)
+    if element == ">i4":
+        return _int32_at(data, offsets).astype(np.int64)
+    high = _int32_at(data, offsets).astype(np.int64) << 32
+    return high | _int32_at(data, offsets + 4).view(np.uint32).astype(np.int64)
 
 
 def _csv_friendly(data):

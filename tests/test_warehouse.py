@@ -167,6 +167,45 @@ def test_read_int_arrays_decodes_one_row_of_arrays(warehouse_dsn: str) -> None:
             )
 
 
+def test_decode_array_sends_reads_many_arrays_in_one_blob(warehouse_dsn: str) -> None:
+    """Ragged int4 and int8 arrays, empty ones among them, sent as one string_agg of their
+    binary forms, decode to every element in order; counts that disagree are refused."""
+    import numpy as np
+    from psycopg import sql
+
+    rng = np.random.default_rng(7)
+    lengths = rng.integers(0, 40, size=300)
+    lengths[[0, 5, 299]] = 0
+    rows = [rng.integers(-(2**31), 2**31 - 1, size=k).tolist() for k in lengths]
+    query = sql.SQL(
+        "WITH r AS MATERIALIZED (SELECT i, a::int4[] AS a, (SELECT array_agg(x::int8 * 3000000000)"
+        " FROM unnest(a) x) AS b FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY"
+        " AS j(v, i), LATERAL (SELECT coalesce(array_agg(e::int4), '{}') AS a"
+        " FROM jsonb_array_elements_text(v) e) q)"
+        " SELECT (SELECT array_agg(cardinality(a) ORDER BY i) FROM r) AS n,"
+        " (SELECT string_agg(array_send(a), ''::bytea ORDER BY i) FROM r) AS a,"
+        " (SELECT string_agg(array_send(coalesce(b, '{}')), ''::bytea ORDER BY i) FROM r) AS b,"
+        " (SELECT string_agg(array_send(a), ''::bytea) FROM r WHERE false) AS nothing"
+    )
+    import json
+
+    with warehouse.connect(warehouse_dsn) as conn:
+        out = warehouse.read_int_arrays(conn, query, {"rows": json.dumps(rows)})
+    assert out["a"].dtype == np.uint8 and out["nothing"].shape == (0,)
+    flat = [x for row in rows for x in row]
+    assert out["n"].tolist() == lengths.tolist()
+    assert warehouse.decode_array_sends(out["a"], out["n"]).tolist() == flat
+    assert warehouse.decode_array_sends(out["b"], out["n"]).tolist() == [
+        x * 3_000_000_000 for x in flat
+    ]
+    assert warehouse.decode_array_sends(out["nothing"], np.zeros(0, dtype=np.int64)).size == 0
+    shifted = np.roll(out["n"], 1)  # the same total, in another order
+    with pytest.raises(ValueError, match="announced length|do not agree|announcing"):
+        warehouse.decode_array_sends(out["a"], shifted)
+    with pytest.raises(ValueError, match="announcing"):
+        warehouse.decode_array_sends(out["a"], out["n"] + 1)
+
+
 def test_config_dir_comes_from_the_environment(tmp_path, monkeypatch) -> None:
     from ml_tasks.churn import ChurnConfig
     from ml_tasks.settings import SettingsError
