@@ -59,8 +59,16 @@ QUICK = ("ingest_daily", "score_daily")
 @pytest.fixture(scope="module")
 def world(pg_admin, churn_world, tmp_path_factory, airflow_db):
     from churn_world import drop, scored_copy
+    from ml_tasks import validation
 
-    copy = scored_copy(pg_admin, churn_world, tmp_path_factory.mktemp("idem-artifacts"))
+    artifacts = tmp_path_factory.mktemp("idem-artifacts")
+    copy = scored_copy(pg_admin, churn_world, artifacts)
+    # Each DAG's preconditions hold on their own, whichever of the parameters run (alone,
+    # features_daily's sensor would wait hours for a raw validation ingest_daily's run
+    # leaves behind).
+    validation.validate_day(copy["day"], run_id="idem-raw", dsn=copy["dsn"], artifacts=artifacts)
+    ready, why = features.raw_day_ready(copy["day"], dsn=copy["dsn"])
+    assert ready, why
     yield copy
     drop(pg_admin, copy["name"])
 
