@@ -170,6 +170,8 @@ def test_read_int_arrays_decodes_one_row_of_arrays(warehouse_dsn: str) -> None:
 def test_decode_array_sends_reads_many_arrays_in_one_blob(warehouse_dsn: str) -> None:
     """Ragged int4 and int8 arrays, empty ones among them, sent as one string_agg of their
     binary forms, decode to every element in order; counts that disagree are refused."""
+    import json
+
     import numpy as np
     from psycopg import sql
 
@@ -187,8 +189,6 @@ def test_decode_array_sends_reads_many_arrays_in_one_blob(warehouse_dsn: str) ->
         " (SELECT string_agg(array_send(coalesce(b, '{}')), ''::bytea ORDER BY i) FROM r) AS b,"
         " (SELECT string_agg(array_send(a), ''::bytea) FROM r WHERE false) AS nothing"
     )
-    import json
-
     with warehouse.connect(warehouse_dsn) as conn:
         out = warehouse.read_int_arrays(conn, query, {"rows": json.dumps(rows)})
     assert out["a"].dtype == np.uint8 and out["nothing"].shape == (0,)
@@ -200,7 +200,7 @@ def test_decode_array_sends_reads_many_arrays_in_one_blob(warehouse_dsn: str) ->
     ]
     assert warehouse.decode_array_sends(out["nothing"], np.zeros(0, dtype=np.int64)).size == 0
     shifted = np.roll(out["n"], 1)  # the same total, in another order
-    with pytest.raises(ValueError, match="announced length|do not agree|announcing"):
+    with pytest.raises(ValueError, match="announced length"):
         warehouse.decode_array_sends(out["a"], shifted)
     with pytest.raises(ValueError, match="announcing"):
         warehouse.decode_array_sends(out["a"], out["n"] + 1)
