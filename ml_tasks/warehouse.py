@@ -672,7 +672,8 @@ def decode_array_sends(data: np.ndarray, counts: np.ndarray) -> np.ndarray:
         return np.empty(0, dtype=np.int64)
     if len(data) < 12 or not len(counts):
         raise ValueError("decode_array_sends: the bytes and the array lengths do not agree")
-    element = _INT_ELEMENT_OIDS.get(int(_int32_at(data, np.array([8]))[0]))
+    oid = int(_int32_at(data, np.array([8]))[0])  # the first array's element type
+    element = _INT_ELEMENT_OIDS.get(oid)
     if element is None:
         raise ValueError("decode_array_sends: the arrays are not int4[] or int8[]")
     pair = 4 + np.dtype(element).itemsize
@@ -686,11 +687,10 @@ def decode_array_sends(data: np.ndarray, counts: np.ndarray) -> np.ndarray:
         )
     filled = counts > 0
     ndim = _int32_at(data, starts)
-    expected_oid = {v: k for k, v in _INT_ELEMENT_OIDS.items()}[element]
     headers_ok = (
         (ndim == filled.astype(np.int32)).all()
         and (_int32_at(data, starts + 4) == 0).all()
-        and (_int32_at(data, starts + 8) == expected_oid).all()
+        and (_int32_at(data, starts + 8) == oid).all()
         and (_int32_at(data, starts[filled] + 12) == counts[filled]).all()
     )
     if not headers_ok:
