@@ -494,6 +494,29 @@ def test_distinct_key_counts_by_window() -> None:
     assert empty_ids.size == 0 and empty.shape == (0, len(features.KEY_WINDOWS))
 
 
+def test_distinct_key_counts_match_a_set_per_user_in_any_row_order() -> None:
+    """The packed single sort agrees with plain sets, whatever order the rows come in."""
+    rng = np.random.default_rng(7)
+    n = 5_000
+    users = rng.integers(1, 300, n) * 1_000_003
+    ages = rng.integers(0, 30, n)
+    keys = rng.integers(-(2**31), 2**31, 400)[rng.integers(0, 400, n)]
+    for order in (np.arange(n), rng.permutation(n), np.lexsort((users, -ages))):
+        ids, counts = features.distinct_key_counts(users[order], ages[order], keys[order])
+        sightings = list(zip(users, ages, keys, strict=True))
+        expected = {
+            u: [len({k for uu, a, k in sightings if uu == u and a < w}) for w in (7, 14, 30)]
+            for u in np.unique(users)
+        }
+        assert ids.tolist() == sorted(expected)
+        assert counts.tolist() == [expected[u] for u in ids]
+
+
+def test_distinct_key_counts_refuses_negative_ages() -> None:
+    with pytest.raises(ValueError, match="ages must not be negative"):
+        features.distinct_key_counts(np.array([1]), np.array([-1]), np.array([5]))
+
+
 def test_key_chunks_cover_every_user_once_within_the_limit() -> None:
     users = np.array([1, 2, 5, 6, 9, 12])
     elements = np.array([3, 3, 9, 1, 1, 4])
