@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 #: Distinct-key windows of ``user_daily``, in days ending on D (the last is WINDOW_DAYS).
 KEY_WINDOWS = (7, 14, 30)
-#: Key elements (tracks and artists played per user-day) read per chunk when counting
+#: Key elements (tracks, artists and genres played per user-day) read per chunk when counting
 #: distinct keys. At 50,000 users (9.3 M elements): 1 M per chunk peaked at 213 MB of RSS
 #: and 4 M at 347 MB, in the same time.
 KEY_CHUNK_ELEMENTS = 1_000_000
@@ -59,8 +59,8 @@ class FeatureTable:
     uses_fraud_flags: bool = False
     #: The query reads the temporary ``catalogue`` table (catalogue as of the day).
     uses_catalogue: bool = False
-    #: The query reads the temporary ``user_key_counts`` table (distinct tracks and artists
-    #: per user over the windows ending on the day).
+    #: The query reads the temporary ``user_key_counts`` table (distinct tracks, artists and
+    #: genres per user over the windows ending on the day).
     uses_key_counts: bool = False
 
 
@@ -253,7 +253,7 @@ def _first_of_runs(ordered: np.ndarray) -> np.ndarray:
     return first
 
 
-_KEY_COLUMNS = {"tracks": "track_keys", "artists": "artist_keys"}
+_KEY_COLUMNS = {"tracks": "track_keys", "artists": "artist_keys", "genres": "genre_keys"}
 
 #: One chunk of users' activity rows as arrays: per row its user, age and number of keys of
 #: each kind, and per kind every row's key array in binary, one after another
@@ -265,7 +265,7 @@ _KEY_COLUMNS = {"tracks": "track_keys", "artists": "artist_keys"}
 #: against 0.14 s per chunk of 1M keys, server time.)
 _KEY_CHUNK_QUERY = sql.SQL(
     """WITH r AS MATERIALIZED (
-        SELECT user_id, %(day)s - dt AS age, track_keys, artist_keys
+        SELECT user_id, %(day)s - dt AS age, track_keys, artist_keys, genre_keys
         FROM features.user_activity_daily
         WHERE dt BETWEEN %(first)s AND %(day)s AND user_id BETWEEN %(lo)s AND %(hi)s
     )
@@ -274,14 +274,16 @@ _KEY_CHUNK_QUERY = sql.SQL(
            (SELECT array_agg(cardinality(track_keys)) FROM r) AS n_track_keys,
            (SELECT string_agg(array_send(track_keys), ''::bytea) FROM r) AS track_keys,
            (SELECT array_agg(cardinality(artist_keys)) FROM r) AS n_artist_keys,
-           (SELECT string_agg(array_send(artist_keys), ''::bytea) FROM r) AS artist_keys"""
+           (SELECT string_agg(array_send(artist_keys), ''::bytea) FROM r) AS artist_keys,
+           (SELECT array_agg(cardinality(genre_keys)) FROM r) AS n_genre_keys,
+           (SELECT string_agg(array_send(genre_keys), ''::bytea) FROM r) AS genre_keys"""
 )
 
 
 def _make_key_counts(conn: psycopg.Connection, day: date) -> None:
     """Temporary table ``user_key_counts``: per user with any track played in the
-    :data:`WINDOW_DAYS` days ending on ``day``, the distinct tracks and artists played in
-    each of :data:`KEY_WINDOWS`.
+    :data:`WINDOW_DAYS` days ending on ``day``, the distinct tracks, artists and genres
+    played in each of :data:`KEY_WINDOWS`.
 
     The same numbers as ``count(*)`` over ``GROUP BY user_id, key`` of the unnested key
     arrays, counted in numpy instead: that hash aggregate over every (user, key) pair of
@@ -297,7 +299,8 @@ def _make_key_counts(conn: psycopg.Connection, day: date) -> None:
     sizes = warehouse.read_numbers(
         conn,
         sql.SQL(
-            "SELECT user_id, sum(cardinality(track_keys) + cardinality(artist_keys))::int8 AS n"
+            "SELECT user_id, sum(cardinality(track_keys) + cardinality(artist_keys)"
+            " + cardinality(genre_keys))::int8 AS n"
             " FROM features.user_activity_daily"
             " WHERE dt BETWEEN %(first)s AND %(day)s GROUP BY user_id ORDER BY user_id"
         ),
@@ -328,13 +331,13 @@ def _make_key_counts(conn: psycopg.Connection, day: date) -> None:
                 np.repeat(chunk["ages"], counts_per_row),
                 keys,
             )
-            if ids is None:  # every user with a key has a track key (artists need a track)
+            if ids is None:  # every user with a key has a track key (the others need a track)
                 ids = kind_ids
             else:
                 missing = np.setdiff1d(kind_ids, ids)
                 if len(missing):
                     raise RuntimeError(
-                        f"users {missing[:5].tolist()} have artist keys but no track keys"
+                        f"users {missing[:5].tolist()} have {kind} keys but no track keys"
                         f" in features.user_activity_daily for {window['first']}..{day}"
                     )
             full = np.zeros((len(ids), len(KEY_WINDOWS)), dtype=np.int64)

@@ -526,14 +526,33 @@ def test_key_chunks_cover_every_user_once_within_the_limit() -> None:
     assert features.key_chunks(users[:0], elements[:0], 6) == []
 
 
+def test_genre_keys_migration_fills_the_days_already_built(world_dsn) -> None:
+    """A warehouse built before 0016 gets each activity row's genre keys from its genres,
+    the same keys the feature build writes."""
+    query = (
+        "SELECT dt, user_id, ARRAY(SELECT k FROM unnest(genre_keys) k ORDER BY k)"
+        " FROM features.user_activity_daily ORDER BY dt, user_id"
+    )
+    with warehouse.connect(world_dsn, autocommit=True) as conn:
+        built = conn.execute(query).fetchall()
+        assert sum(len(keys) for *_, keys in built) > 0
+        conn.execute("ALTER TABLE features.user_activity_daily DROP COLUMN genre_keys")
+        conn.execute("DELETE FROM ml.schema_migrations WHERE version = 16")
+        applied = [m.path.name for m in warehouse.migrate(conn)]
+        assert applied == ["0016_user_activity_genre_keys.sql"]
+        assert conn.execute(query).fetchall() == built
+
+
 def test_key_counts_in_chunks_equal_the_sql_aggregate(world, world_dsn, monkeypatch) -> None:
-    """The numpy counts, read in many small chunks, equal GROUP BY (user, key) in SQL."""
+    """The numpy counts, read in many small chunks, equal GROUP BY (user, key) in SQL (for
+    genres, by the genre names themselves rather than their keys)."""
     day = world.last_day
     monkeypatch.setattr(features, "KEY_CHUNK_ELEMENTS", 500)
     with warehouse.connect(world_dsn) as conn:
         _, elements = conn.execute(
             "SELECT count(DISTINCT user_id), sum(cardinality(track_keys)"
-            " + cardinality(artist_keys)) FROM features.user_activity_daily"
+            " + cardinality(artist_keys) + cardinality(genre_keys))"
+            " FROM features.user_activity_daily"
             " WHERE dt BETWEEN %s AND %s",
             (day - timedelta(days=features.WINDOW_DAYS - 1), day),
         ).fetchone()
@@ -543,21 +562,28 @@ def test_key_counts_in_chunks_equal_the_sql_aggregate(world, world_dsn, monkeypa
         expected = conn.execute(
             """
             WITH act AS (
-                SELECT user_id, %(day)s - dt AS age, track_keys, artist_keys
+                SELECT user_id, %(day)s - dt AS age, track_keys, artist_keys, genres
                 FROM features.user_activity_daily WHERE dt BETWEEN %(day)s - 29 AND %(day)s),
             t AS (SELECT user_id, k, min(age) AS age FROM act, unnest(track_keys) k
                   GROUP BY user_id, k),
             a AS (SELECT user_id, k, min(age) AS age FROM act, unnest(artist_keys) k
+                  GROUP BY user_id, k),
+            g AS (SELECT user_id, k, min(age) AS age FROM act, unnest(genres) k
                   GROUP BY user_id, k),
             tn AS (SELECT user_id, count(*) FILTER (WHERE age < 7) AS n7,
                    count(*) FILTER (WHERE age < 14) AS n14, count(*) AS n30
                    FROM t GROUP BY user_id),
             an AS (SELECT user_id, count(*) FILTER (WHERE age < 7) AS n7,
                    count(*) FILTER (WHERE age < 14) AS n14, count(*) AS n30
-                   FROM a GROUP BY user_id)
+                   FROM a GROUP BY user_id),
+            gn AS (SELECT user_id, count(*) FILTER (WHERE age < 7) AS n7,
+                   count(*) FILTER (WHERE age < 14) AS n14, count(*) AS n30
+                   FROM g GROUP BY user_id)
             SELECT tn.user_id, tn.n7, tn.n14, tn.n30, coalesce(an.n7, 0), coalesce(an.n14, 0),
-                   coalesce(an.n30, 0)
-            FROM tn LEFT JOIN an USING (user_id) ORDER BY tn.user_id
+                   coalesce(an.n30, 0), coalesce(gn.n7, 0), coalesce(gn.n14, 0),
+                   coalesce(gn.n30, 0)
+            FROM tn LEFT JOIN an USING (user_id) LEFT JOIN gn USING (user_id)
+            ORDER BY tn.user_id
             """,
             {"day": day},
         ).fetchall()

@@ -80,6 +80,8 @@ SELECT
              ARRAY[]::integer[]) AS artist_keys,
     coalesce(array_agg(DISTINCT n.genre) FILTER (WHERE n.genre IS NOT NULL),
              ARRAY[]::text[]) AS genres,
-    %(run_id)s AS run_id
+    %(run_id)s AS run_id,
+    coalesce(array_agg(DISTINCT hashtext(n.genre)) FILTER (WHERE n.genre IS NOT NULL),
+             ARRAY[]::integer[]) AS genre_keys
 FROM sessions n
 GROUP BY n.user_id

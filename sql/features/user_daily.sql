@@ -3,7 +3,8 @@
 -- Parameters: %(day)s (D), %(hi)s (end of D, exclusive), %(feature_ts)s, %(run_id)s.
 -- Reads features.user_activity_daily for D-29 .. D (the caller makes sure those days are
 -- built), raw.subscription_events up to the end of D, raw.user_versions delivered by D and
--- the temporary table user_key_counts (distinct tracks and artists per user and window).
+-- the temporary table user_key_counts (distinct tracks, artists and genres per user and
+-- window).
 INSERT INTO {stage}
 WITH act AS (
     SELECT a.*, (%(day)s::date - a.dt) AS age
@@ -41,7 +42,7 @@ windows AS (
     FROM act
     GROUP BY user_id
 ),
--- Distinct tracks and artists per window come from pg_temp.user_key_counts, which
+-- Distinct tracks, artists and genres per window come from pg_temp.user_key_counts, which
 -- features._make_key_counts fills (counted in numpy from the same activity rows; a hash
 -- aggregate over every (user, key) pair of the window was most of this query's time).
 tracks_n AS (
@@ -52,13 +53,9 @@ artists_n AS (
     SELECT user_id, artists_7 AS n7, artists_14 AS n14, artists_30 AS n30
     FROM pg_temp.user_key_counts WHERE artists_30 > 0
 ),
-genre_last AS (
-    SELECT user_id, g, min(age) AS age FROM act, unnest(genres) g GROUP BY user_id, g
-),
 genres_n AS (
-    SELECT user_id, count(*) FILTER (WHERE age < 7) AS n7, count(*) FILTER (WHERE age < 14) AS n14,
-           count(*) AS n30
-    FROM genre_last GROUP BY user_id
+    SELECT user_id, genres_7 AS n7, genres_14 AS n14, genres_30 AS n30
+    FROM pg_temp.user_key_counts WHERE genres_30 > 0
 ),
 subs AS (
     SELECT DISTINCT ON (user_id) user_id,
