@@ -20,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -280,6 +280,26 @@ _KEY_CHUNK_QUERY = sql.SQL(
 )
 
 
+def _read_key_chunk(
+    reader: psycopg.Connection, window: dict, first_user: int, last_user: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """One chunk of :data:`_KEY_CHUNK_QUERY`: per activity row its user and age, and per
+    key column each row's number of keys with all the keys, decoded."""
+    params = {**window, "lo": first_user, "hi": last_user}
+    chunk = warehouse.read_int_arrays(reader, _KEY_CHUNK_QUERY, params)
+    keys_by_column = {}
+    for column in _KEY_COLUMNS.values():
+        counts_per_row = chunk[f"n_{column}"]
+        try:
+            keys = warehouse.decode_array_sends(chunk[column], counts_per_row)
+        except ValueError as exc:
+            raise RuntimeError(
+                f"user_key_counts: {column} of {window['first']}..{window['day']}: {exc}"
+            ) from exc
+        keys_by_column[column] = (counts_per_row, keys)
+    return chunk["users"], chunk["ages"], keys_by_column
+
+
 def _make_key_counts(conn: psycopg.Connection, day: date) -> None:
     """Temporary table ``user_key_counts``: per user with any track played in the
     :data:`WINDOW_DAYS` days ending on ``day``, the distinct tracks, artists and genres
@@ -313,45 +333,42 @@ def _make_key_counts(conn: psycopg.Connection, day: date) -> None:
         + ", ".join(f"{kind}_{w} integer NOT NULL" for kind in _KEY_COLUMNS for w in KEY_WINDOWS)
         + ") ON COMMIT DROP"
     )
-    for first_user, last_user in key_chunks(sizes["user_id"], sizes["n"], KEY_CHUNK_ELEMENTS):
-        params = {**window, "lo": first_user, "hi": last_user}
-        chunk = warehouse.read_int_arrays(conn, _KEY_CHUNK_QUERY, params)
-        columns: dict[str, np.ndarray] = {}
-        ids = None
-        for kind, column in _KEY_COLUMNS.items():
-            counts_per_row = chunk[f"n_{column}"]
-            try:
-                keys = warehouse.decode_array_sends(chunk[column], counts_per_row)
-            except ValueError as exc:
-                raise RuntimeError(
-                    f"user_key_counts: {column} of {window['first']}..{day}: {exc}"
-                ) from exc
-            kind_ids, counts = distinct_key_counts(
-                np.repeat(chunk["users"], counts_per_row),
-                np.repeat(chunk["ages"], counts_per_row),
-                keys,
-            )
-            if ids is None:  # every user with a key has a track key (the others need a track)
-                ids = kind_ids
-            else:
-                missing = np.setdiff1d(kind_ids, ids)
-                if len(missing):
-                    raise RuntimeError(
-                        f"users {missing[:5].tolist()} have {kind} keys but no track keys"
-                        f" in features.user_activity_daily for {window['first']}..{day}"
-                    )
-            full = np.zeros((len(ids), len(KEY_WINDOWS)), dtype=np.int64)
-            full[np.searchsorted(ids, kind_ids)] = counts
-            for j, w in enumerate(KEY_WINDOWS):
-                columns[f"{kind}_{w}"] = full[:, j]
-        del chunk
-        if ids is None or len(ids) == 0:
-            continue
-        data = pa.table(
-            {"user_id": pa.array(ids, pa.int64())}
-            | {name: pa.array(values, pa.int32()) for name, values in columns.items()}
+    chunks = key_chunks(sizes["user_id"], sizes["n"], KEY_CHUNK_ELEMENTS)
+    # The next chunk is read on a second session while this one is counted and copied.
+    with warehouse.connect_like(conn, autocommit=True) as reader:
+        jobs = (
+            partial(_read_key_chunk, reader, window, first_user, last_user)
+            for first_user, last_user in chunks
         )
-        warehouse.copy_arrow(conn, "pg_temp.user_key_counts", data, binary=True)
+        for users, ages, keys_by_column in warehouse.read_ahead(jobs):
+            columns: dict[str, np.ndarray] = {}
+            ids = None
+            for kind, column in _KEY_COLUMNS.items():
+                counts_per_row, keys = keys_by_column[column]
+                kind_ids, counts = distinct_key_counts(
+                    np.repeat(users, counts_per_row), np.repeat(ages, counts_per_row), keys
+                )
+                if ids is None:  # every user with a key has a track key (the others need one)
+                    ids = kind_ids
+                else:
+                    missing = np.setdiff1d(kind_ids, ids)
+                    if len(missing):
+                        raise RuntimeError(
+                            f"users {missing[:5].tolist()} have {kind} keys but no track keys"
+                            f" in features.user_activity_daily for {window['first']}..{day}"
+                        )
+                full = np.zeros((len(ids), len(KEY_WINDOWS)), dtype=np.int64)
+                full[np.searchsorted(ids, kind_ids)] = counts
+                for j, w in enumerate(KEY_WINDOWS):
+                    columns[f"{kind}_{w}"] = full[:, j]
+            del users, ages, keys_by_column
+            if ids is None or len(ids) == 0:
+                continue
+            data = pa.table(
+                {"user_id": pa.array(ids, pa.int64())}
+                | {name: pa.array(values, pa.int32()) for name, values in columns.items()}
+            )
+            warehouse.copy_arrow(conn, "pg_temp.user_key_counts", data, binary=True)
     conn.execute("ANALYZE pg_temp.user_key_counts")
 
 

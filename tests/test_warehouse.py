@@ -206,6 +206,59 @@ def test_decode_array_sends_reads_many_arrays_in_one_blob(warehouse_dsn: str) ->
         warehouse.decode_array_sends(out["a"], out["n"] + 1)
 
 
+def test_read_ahead_runs_the_next_job_while_the_caller_works() -> None:
+    import threading
+
+    second_started = threading.Event()
+
+    def second() -> int:
+        second_started.set()
+        return 2
+
+    results = []
+    for result in warehouse.read_ahead([lambda: 1, second, lambda: 3]):
+        if result == 1:  # the caller is still on the first result
+            assert second_started.wait(10), "the second job did not start ahead"
+        results.append(result)
+    assert results == [1, 2, 3]
+
+
+def test_read_ahead_raises_a_failure_where_its_result_is_due() -> None:
+    def boom() -> int:
+        raise ValueError("chunk 2 is broken")
+
+    got = []
+    with pytest.raises(ValueError, match="chunk 2 is broken"):
+        for result in warehouse.read_ahead([lambda: 1, boom, lambda: 3]):
+            got.append(result)
+    assert got == [1]
+
+
+def test_read_ahead_stopped_early_starts_no_more_jobs() -> None:
+    ran = []
+
+    def job(i: int):
+        return lambda: ran.append(i) or i
+
+    for result in warehouse.read_ahead([job(i) for i in range(5)]):
+        if result == 0:
+            break
+    # the first, and at most the one submitted ahead (cancelled unless it had started)
+    assert ran in ([0], [0, 1])
+
+
+def test_connect_like_opens_a_second_session_on_the_same_database(warehouse_dsn: str) -> None:
+    with warehouse.connect(warehouse_dsn) as conn:
+        first = conn.execute("SELECT current_database(), current_user, pg_backend_pid()").fetchone()
+        with warehouse.connect_like(conn, autocommit=True) as other:
+            second = other.execute(
+                "SELECT current_database(), current_user, pg_backend_pid()"
+            ).fetchone()
+            assert other.autocommit
+            assert other.execute("SHOW TimeZone").fetchone()[0] == "UTC"
+    assert second[:2] == first[:2] and second[2] != first[2]
+
+
 def test_config_dir_comes_from_the_environment(tmp_path, monkeypatch) -> None:
     from ml_tasks.churn import ChurnConfig
     from ml_tasks.settings import SettingsError
