@@ -28,8 +28,11 @@ import time
 import warnings
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import psycopg
 
 from ml_tasks import warehouse
 from ml_tasks.settings import get_settings
@@ -408,10 +411,11 @@ def materialize_day(
     of each view into the online store; re-running it leaves the same online rows.
 
     ``method="bulk"`` streams the source through a server-side cursor ``chunk_rows`` rows
-    at a time, encodes Feast's online rows (Feast's own entity-key serialization, ValueProto
-    bytes built vectorized), COPYs each chunk (binary) into a temporary stage per view, then
-    merges each view's day into its online table with one ``MERGE``, all in one transaction
-    (readers see the old day or the new one). The source holds one row per entity and day
+    at a time, view after view, encodes Feast's online rows (Feast's entity-key layout and
+    ValueProto bytes, built vectorized), COPYs each chunk (binary) into a temporary stage
+    per view, then merges each view's day into its online table with one ``MERGE`` while the
+    next view is encoded; a source's views are one transaction (readers see the old day or
+    the new one). The source holds one row per entity and day
     (its primary key). An online value is never replaced by one with an older ``event_ts``
     (a backfill of an old day does not regress the online store); otherwise the rows are
     byte-identical to Feast's. ``method="feast"`` runs
@@ -492,7 +496,7 @@ def _materialize_feast(
 def _materialize_bulk(
     dsn: str, store: FeatureStore, fvs: list[FeatureView], day: date, chunk_rows: int
 ) -> dict[str, dict]:
-    """Read each source once per day, encode every requested view of it per chunk."""
+    """Load each source's requested views (:func:`_bulk_source`), one transaction each."""
     by_source: dict[str, list[FeatureView]] = {}
     for fv in fvs:
         by_source.setdefault(fv.batch_source.get_table_query_string(), []).append(fv)
@@ -512,6 +516,13 @@ _STAGE_DDL = """CREATE TEMP TABLE {stage} (
 def _bulk_source(
     dsn: str, table: str, fvs: list[FeatureView], day: date, chunk_rows: int
 ) -> dict[str, dict]:
+    """Load one source's views, one view after the other, in one transaction.
+
+    While the server merges a view's day into its online table, this process reads and
+    encodes the next view's: the merge is server work, the encoding client work, and they
+    overlap on two cores. The views' columns are read in one snapshot (a repeatable-read
+    reader), so every view gets the same version of the day.
+    """
     from psycopg import sql
 
     ts_field = fvs[0].batch_source.timestamp_field
@@ -520,22 +531,19 @@ def _bulk_source(
         raise FeatureStoreError("the bulk path handles single-entity feature views only")
     if len({(fv.entity_columns[0].name, fv.entity_columns[0].dtype) for fv in fvs}) > 1:
         raise FeatureStoreError(f"the views of {table} do not share one entity")
-    columns = [join_key, ts_field]
-    for fv in fvs:
-        columns += [f.name for f in fv.features if f.name not in columns]
     low, high = warehouse.day_bounds(day)
-    query = sql.SQL("SELECT {} FROM {} WHERE {} >= %s AND {} < %s").format(
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
-        warehouse.qualified(table),
-        sql.Identifier(ts_field),
-        sql.Identifier(ts_field),
-    )
     stats = {fv.name: {"rows": 0, "online_rows": 0, "changed": 0, "seconds": 0.0} for fv in fvs}
     stages = {fv.name: f"_feast_online_stage_{i}" for i, fv in enumerate(fvs)}
-    shared = 0.0  # reading the source, the entity keys, waiting on the stages' COPYs
+
+    def merge(fv: FeatureView, started: float) -> None:  # on the pipe's thread, after the
+        # view's COPYs; a view's seconds run from the start of its read to its merge's end
+        stats[fv.name]["changed"] = _merge(conn, online_table(fv), stages[fv.name])
+        stats[fv.name]["seconds"] = round(time.perf_counter() - started, 3)
+
     # Two connections: the source is read on one while the other COPYs the previous chunk
-    # into the stages (on the pipe's thread), then merges the stages.
+    # into the stages and merges each finished view (on the pipe's thread).
     with warehouse.connect(dsn) as conn, warehouse.connect(dsn) as reader:
+        reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         # The merge's hash join holds a view's day in memory instead of spilling in batches.
         conn.execute("SET work_mem = '256MB'")
         for fv in fvs:
@@ -543,45 +551,34 @@ def _bulk_source(
             conn.execute(sql.SQL(_STAGE_DDL).format(stage=sql.Identifier(stages[fv.name])))
         pipe = warehouse.CopyPipe()
         try:
-            with reader.cursor(name="feast_bulk_source") as cur:
-                cur.itersize = chunk_rows
-                cur.execute(query, (low, high))
-                while True:
-                    t0 = time.perf_counter()
-                    batch = cur.fetchmany(chunk_rows)
-                    if not batch:
-                        shared += time.perf_counter() - t0
-                        break
-                    chunk = _rows_to_arrow(batch, columns)
-                    # Views of one source share the entity: its keys are serialized once.
-                    keys = chunk_entity_keys(fvs[0], chunk)
-                    shared += time.perf_counter() - t0
-                    for fv in fvs:
-                        t1 = time.perf_counter()
-                        online = online_rows(fv, chunk, keys)
-                        stats[fv.name]["seconds"] += time.perf_counter() - t1
+            for i, fv in enumerate(sorted(fvs, key=online_table)):  # one lock order
+                started = time.perf_counter()
+                columns = [join_key, ts_field, *(f.name for f in fv.features)]
+                query = sql.SQL("SELECT {} FROM {} WHERE {} >= %s AND {} < %s").format(
+                    sql.SQL(", ").join(map(sql.Identifier, columns)),
+                    warehouse.qualified(table),
+                    sql.Identifier(ts_field),
+                    sql.Identifier(ts_field),
+                )
+                with reader.cursor(name=f"feast_bulk_source_{i}") as cur:
+                    cur.itersize = chunk_rows
+                    cur.execute(query, (low, high))
+                    while batch := cur.fetchmany(chunk_rows):
+                        chunk = _rows_to_arrow(batch, columns)
+                        online = online_rows(fv, chunk)
                         stats[fv.name]["rows"] += chunk.num_rows
                         stats[fv.name]["online_rows"] += online.num_rows
-                        t1 = time.perf_counter()
                         pipe.submit(
                             lambda t=online, stage=f"pg_temp.{stages[fv.name]}": (
                                 warehouse.copy_arrow(conn, stage, t, binary=True)
                             )
                         )
-                        shared += time.perf_counter() - t1
-                    del batch, chunk, keys, online
+                        del batch, chunk, online
+                pipe.submit(partial(merge, fv, started))
         finally:
-            t0 = time.perf_counter()
             pipe.close()
-            shared += time.perf_counter() - t0
         reader.rollback()
-        for fv in sorted(fvs, key=online_table):  # one lock order for every writer
-            t1 = time.perf_counter()
-            stats[fv.name]["changed"] = _merge(conn, online_table(fv), stages[fv.name])
-            stats[fv.name]["seconds"] += time.perf_counter() - t1
         conn.commit()
-    for fv in fvs:  # the shared work is charged to the source's views evenly
-        stats[fv.name]["seconds"] = round(stats[fv.name]["seconds"] + shared / len(fvs), 3)
     return stats
 
 
@@ -700,9 +697,49 @@ def online_rows(fv: FeatureView, chunk: pa.Table, keys: pa.Array | None = None) 
 
 def chunk_entity_keys(fv: FeatureView, chunk: pa.Table) -> pa.Array:
     """The serialized entity keys of ``chunk``'s rows for single-entity view ``fv``."""
+    from feast.value_type import ValueType
+
     join_key = fv.entity_columns[0].name
     key_type = fv.entity_columns[0].dtype.to_value_type()
-    return entity_keys(chunk.column(join_key).to_pylist(), join_key, key_type)
+    column = chunk.column(join_key)
+    if key_type == ValueType.INT64 and column.null_count == 0:
+        return int64_entity_keys(column.to_numpy(), join_key)
+    return entity_keys(column.to_pylist(), join_key, key_type)
+
+
+def int64_entity_keys(values: np.ndarray, join_key: str) -> pa.Array:
+    """:func:`entity_keys` of INT64 values, vectorized.
+
+    For one INT64 join key, Feast's serialized key is a prefix that depends only on the
+    join key's name, then the value as 8 little-endian bytes. The prefix is taken from
+    Feast's own ``serialize_entity_key`` of the first value, and its output for the first
+    and the last value is checked against the vectorized bytes, so a change of Feast's
+    layout fails here instead of writing keys that no online read would find.
+    """
+    import numpy as np
+    import pyarrow as pa
+    from feast.value_type import ValueType
+
+    values = np.ascontiguousarray(values, dtype="<i8")
+    n = len(values)
+    if n == 0:
+        return pa.array([], pa.binary())
+    reference = entity_keys([int(values[0]), int(values[-1])], join_key, ValueType.INT64)
+    first = reference[0].as_py()
+    prefix = np.frombuffer(first[:-8], np.uint8)
+    width = len(prefix) + 8
+    matrix = np.empty((n, width), np.uint8)
+    matrix[:, : len(prefix)] = prefix
+    matrix[:, len(prefix) :] = values.view(np.uint8).reshape(n, 8)
+    keys = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), n, [None, pa.py_buffer(matrix)]
+    ).cast(pa.binary())
+    if keys[0].as_py() != first or keys[n - 1].as_py() != reference[1].as_py():
+        raise FeatureStoreError(
+            f"Feast's serialized entity key for {join_key!r} no longer ends in the value's 8"
+            " little-endian bytes: the bulk path cannot build its keys"
+        )
+    return keys
 
 
 def entity_keys(values: list, join_key: str, value_type) -> pa.Array:

@@ -212,6 +212,25 @@ def test_encoding_matches_feast_protos() -> None:
         assert text.to_pylist() == expected_text, value_type
 
 
+def test_vectorized_entity_keys_match_feast() -> None:
+    """The INT64 entity keys built in numpy are Feast's ``serialize_entity_key`` bytes."""
+    import numpy as np
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    values = [0, 1, -1, 255, 2**40 + 7, -(2**63), 2**63 - 1]
+    keys = fst.int64_entity_keys(np.array(values, dtype=np.int64), "user_id")
+    assert keys.to_pylist() == [
+        serialize_entity_key(
+            EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=v)]),
+            entity_key_serialization_version=fst.ENTITY_KEY_SERIALIZATION_VERSION,
+        )
+        for v in values
+    ]
+    assert fst.int64_entity_keys(np.array([], dtype=np.int64), "user_id").to_pylist() == []
+
+
 # --------------------------------------------------------------------------- registry
 
 
