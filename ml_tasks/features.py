@@ -16,7 +16,9 @@ order and a backfill converges. The SQL lives in ``sql/features/``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -43,6 +45,8 @@ KEY_WINDOWS = (7, 14, 30)
 #: distinct keys. At 50,000 users (9.3 M elements): 1 M per chunk peaked at 213 MB of RSS
 #: and 4 M at 347 MB, in the same time.
 KEY_CHUNK_ELEMENTS = 1_000_000
+#: Sessions reading key chunks ahead of the counting, each one chunk at a time.
+KEY_READERS = 2
 
 #: Longest window any feature reads, in days (user features: 30 days ending on D).
 WINDOW_DAYS = 30
@@ -281,12 +285,17 @@ _KEY_CHUNK_QUERY = sql.SQL(
 
 
 def _read_key_chunk(
-    reader: psycopg.Connection, window: dict, first_user: int, last_user: int
+    readers: queue.Queue, window: dict, first_user: int, last_user: int
 ) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """One chunk of :data:`_KEY_CHUNK_QUERY`: per activity row its user and age, and per
-    key column each row's number of keys with all the keys, decoded."""
+    """One chunk of :data:`_KEY_CHUNK_QUERY`, read on a free connection of ``readers``: per
+    activity row its user and age, and per key column each row's number of keys with all
+    the keys, decoded."""
     params = {**window, "lo": first_user, "hi": last_user}
-    chunk = warehouse.read_int_arrays(reader, _KEY_CHUNK_QUERY, params)
+    reader = readers.get()
+    try:
+        chunk = warehouse.read_int_arrays(reader, _KEY_CHUNK_QUERY, params)
+    finally:
+        readers.put(reader)
     keys_by_column = {}
     for column in _KEY_COLUMNS.values():
         counts_per_row = chunk[f"n_{column}"]
@@ -334,13 +343,16 @@ def _make_key_counts(conn: psycopg.Connection, day: date) -> None:
         + ") ON COMMIT DROP"
     )
     chunks = key_chunks(sizes["user_id"], sizes["n"], KEY_CHUNK_ELEMENTS)
-    # The next chunk is read on a second session while this one is counted and copied.
-    with warehouse.connect_like(conn, autocommit=True) as reader:
+    # The next chunks are read on other sessions while this one is counted and copied.
+    with contextlib.ExitStack() as stack:
+        readers: queue.Queue = queue.Queue()
+        for _ in range(KEY_READERS):
+            readers.put(stack.enter_context(warehouse.connect_like(conn, autocommit=True)))
         jobs = (
-            partial(_read_key_chunk, reader, window, first_user, last_user)
+            partial(_read_key_chunk, readers, window, first_user, last_user)
             for first_user, last_user in chunks
         )
-        for users, ages, keys_by_column in warehouse.read_ahead(jobs):
+        for users, ages, keys_by_column in warehouse.read_ahead(jobs, depth=KEY_READERS):
             columns: dict[str, np.ndarray] = {}
             ids = None
             for kind, column in _KEY_COLUMNS.items():

@@ -418,8 +418,9 @@ def connect_like(conn: psycopg.Connection, *, autocommit: bool = False) -> psyco
 
 
 def read_ahead(jobs: Iterable[Callable[[], T]], depth: int = 1) -> Iterator[T]:
-    """Each job's result, in order, while the next ``depth`` jobs already run on a worker
-    thread: a reader's next chunk is fetched while the caller works on this one.
+    """Each job's result, in order, while the next ``depth`` jobs already run, each on a
+    worker thread of its own: a reader's next chunk is fetched while the caller works on
+    this one. Jobs that run at once must not share a connection.
 
     A job's failure is raised where its result is due. When the caller stops early (or
     fails), jobs not yet started are cancelled and the running one is waited for, so the
@@ -430,7 +431,7 @@ def read_ahead(jobs: Iterable[Callable[[], T]], depth: int = 1) -> Iterator[T]:
     from concurrent.futures import ThreadPoolExecutor
 
     pending_jobs = iter(jobs)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="encore-read") as pool:
+    with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="encore-read") as pool:
         running = deque(pool.submit(job) for job in itertools.islice(pending_jobs, depth))
         try:
             while running:

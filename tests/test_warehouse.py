@@ -223,6 +223,22 @@ def test_read_ahead_runs_the_next_job_while_the_caller_works() -> None:
     assert results == [1, 2, 3]
 
 
+def test_read_ahead_runs_depth_jobs_at_once() -> None:
+    import threading
+
+    both = threading.Barrier(2, timeout=10)  # broken (and raising) unless two run at once
+
+    def job(i: int):
+        def run() -> int:
+            if i < 2:
+                both.wait()
+            return i
+
+        return run
+
+    assert list(warehouse.read_ahead([job(i) for i in range(4)], depth=2)) == [0, 1, 2, 3]
+
+
 def test_read_ahead_raises_a_failure_where_its_result_is_due() -> None:
     def boom() -> int:
         raise ValueError("chunk 2 is broken")
