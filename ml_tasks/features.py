@@ -16,13 +16,11 @@ order and a backfill converges. The SQL lives in ``sql/features/``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,8 +43,6 @@ KEY_WINDOWS = (7, 14, 30)
 #: distinct keys. At 50,000 users (9.3 M elements): 1 M per chunk peaked at 213 MB of RSS
 #: and 4 M at 347 MB, in the same time.
 KEY_CHUNK_ELEMENTS = 1_000_000
-#: Sessions reading key chunks ahead of the counting, each one chunk at a time.
-KEY_READERS = 2
 
 #: Longest window any feature reads, in days (user features: 30 days ending on D).
 WINDOW_DAYS = 30
@@ -284,31 +280,6 @@ _KEY_CHUNK_QUERY = sql.SQL(
 )
 
 
-def _read_key_chunk(
-    readers: queue.Queue, window: dict, first_user: int, last_user: int
-) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """One chunk of :data:`_KEY_CHUNK_QUERY`, read on a free connection of ``readers``: per
-    activity row its user and age, and per key column each row's number of keys with all
-    the keys, decoded."""
-    params = {**window, "lo": first_user, "hi": last_user}
-    reader = readers.get()
-    try:
-        chunk = warehouse.read_int_arrays(reader, _KEY_CHUNK_QUERY, params)
-    finally:
-        readers.put(reader)
-    keys_by_column = {}
-    for column in _KEY_COLUMNS.values():
-        counts_per_row = chunk[f"n_{column}"]
-        try:
-            keys = warehouse.decode_array_sends(chunk[column], counts_per_row)
-        except ValueError as exc:
-            raise RuntimeError(
-                f"user_key_counts: {column} of {window['first']}..{window['day']}: {exc}"
-            ) from exc
-        keys_by_column[column] = (counts_per_row, keys)
-    return chunk["users"], chunk["ages"], keys_by_column
-
-
 def _make_key_counts(conn: psycopg.Connection, day: date) -> None:
     """Temporary table ``user_key_counts``: per user with any track played in the
     :data:`WINDOW_DAYS` days ending on ``day``, the distinct tracks, artists and genres
@@ -342,45 +313,45 @@ def _make_key_counts(conn: psycopg.Connection, day: date) -> None:
         + ", ".join(f"{kind}_{w} integer NOT NULL" for kind in _KEY_COLUMNS for w in KEY_WINDOWS)
         + ") ON COMMIT DROP"
     )
-    chunks = key_chunks(sizes["user_id"], sizes["n"], KEY_CHUNK_ELEMENTS)
-    # The next chunks are read on other sessions while this one is counted and copied.
-    with contextlib.ExitStack() as stack:
-        readers: queue.Queue = queue.Queue()
-        for _ in range(KEY_READERS):
-            readers.put(stack.enter_context(warehouse.connect_like(conn, autocommit=True)))
-        jobs = (
-            partial(_read_key_chunk, readers, window, first_user, last_user)
-            for first_user, last_user in chunks
-        )
-        for users, ages, keys_by_column in warehouse.read_ahead(jobs, depth=KEY_READERS):
-            columns: dict[str, np.ndarray] = {}
-            ids = None
-            for kind, column in _KEY_COLUMNS.items():
-                counts_per_row, keys = keys_by_column[column]
-                kind_ids, counts = distinct_key_counts(
-                    np.repeat(users, counts_per_row), np.repeat(ages, counts_per_row), keys
-                )
-                if ids is None:  # every user with a key has a track key (the others need one)
-                    ids = kind_ids
-                else:
-                    missing = np.setdiff1d(kind_ids, ids)
-                    if len(missing):
-                        raise RuntimeError(
-                            f"users {missing[:5].tolist()} have {kind} keys but no track keys"
-                            f" in features.user_activity_daily for {window['first']}..{day}"
-                        )
-                full = np.zeros((len(ids), len(KEY_WINDOWS)), dtype=np.int64)
-                full[np.searchsorted(ids, kind_ids)] = counts
-                for j, w in enumerate(KEY_WINDOWS):
-                    columns[f"{kind}_{w}"] = full[:, j]
-            del users, ages, keys_by_column
-            if ids is None or len(ids) == 0:
-                continue
-            data = pa.table(
-                {"user_id": pa.array(ids, pa.int64())}
-                | {name: pa.array(values, pa.int32()) for name, values in columns.items()}
+    for first_user, last_user in key_chunks(sizes["user_id"], sizes["n"], KEY_CHUNK_ELEMENTS):
+        params = {**window, "lo": first_user, "hi": last_user}
+        chunk = warehouse.read_int_arrays(conn, _KEY_CHUNK_QUERY, params)
+        columns: dict[str, np.ndarray] = {}
+        ids = None
+        for kind, column in _KEY_COLUMNS.items():
+            counts_per_row = chunk[f"n_{column}"]
+            try:
+                keys = warehouse.decode_array_sends(chunk[column], counts_per_row)
+            except ValueError as exc:
+                raise RuntimeError(
+                    f"user_key_counts: {column} of {window['first']}..{day}: {exc}"
+                ) from exc
+            kind_ids, counts = distinct_key_counts(
+                np.repeat(chunk["users"], counts_per_row),
+                np.repeat(chunk["ages"], counts_per_row),
+                keys,
             )
-            warehouse.copy_arrow(conn, "pg_temp.user_key_counts", data, binary=True)
+            if ids is None:  # every user with a key has a track key (the others need a track)
+                ids = kind_ids
+            else:
+                missing = np.setdiff1d(kind_ids, ids)
+                if len(missing):
+                    raise RuntimeError(
+                        f"users {missing[:5].tolist()} have {kind} keys but no track keys"
+                        f" in features.user_activity_daily for {window['first']}..{day}"
+                    )
+            full = np.zeros((len(ids), len(KEY_WINDOWS)), dtype=np.int64)
+            full[np.searchsorted(ids, kind_ids)] = counts
+            for j, w in enumerate(KEY_WINDOWS):
+                columns[f"{kind}_{w}"] = full[:, j]
+        del chunk
+        if ids is None or len(ids) == 0:
+            continue
+        data = pa.table(
+            {"user_id": pa.array(ids, pa.int64())}
+            | {name: pa.array(values, pa.int32()) for name, values in columns.items()}
+        )
+        warehouse.copy_arrow(conn, "pg_temp.user_key_counts", data, binary=True)
     conn.execute("ANALYZE pg_temp.user_key_counts")
 
 

@@ -14,11 +14,11 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 EMBEDDED_DATABASE = "encore"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -404,45 +403,6 @@ class CopyPipe:
         self.thread.join()
         if self.error is not None:
             raise self.error
-
-
-def connect_like(conn: psycopg.Connection, *, autocommit: bool = False) -> psycopg.Connection:
-    """Another connection to the server and database of ``conn``, as the same user: a
-    second session to read on while ``conn`` works (see :func:`read_ahead`)."""
-    from psycopg.conninfo import make_conninfo
-
-    params = {k: v for k, v in conn.info.get_parameters().items() if k != "options"}
-    if conn.info.password:
-        params["password"] = conn.info.password
-    return connect(make_conninfo(**params), autocommit=autocommit)
-
-
-def read_ahead(jobs: Iterable[Callable[[], T]], depth: int = 1) -> Iterator[T]:
-    """Each job's result, in order, while the next ``depth`` jobs already run, each on a
-    worker thread of its own: a reader's next chunk is fetched while the caller works on
-    this one. Jobs that run at once must not share a connection.
-
-    A job's failure is raised where its result is due. When the caller stops early (or
-    fails), jobs not yet started are cancelled and the running one is waited for, so the
-    jobs' connection is free again on return.
-    """
-    import itertools
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    pending_jobs = iter(jobs)
-    with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="encore-read") as pool:
-        running = deque(pool.submit(job) for job in itertools.islice(pending_jobs, depth))
-        try:
-            while running:
-                result = running.popleft().result()
-                following = next(pending_jobs, None)
-                if following is not None:
-                    running.append(pool.submit(following))
-                yield result
-        finally:
-            for future in running:
-                future.cancel()
 
 
 def copy_arrow(
