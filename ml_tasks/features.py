@@ -205,9 +205,9 @@ def distinct_key_counts(
     Each sighting is packed into one int64: the user's rank, the key, then the age in the
     low bits. One ``np.sort`` puts each (user, key) pair's sightings together, youngest
     first, so the first of each run carries the pair's youngest age, and a window counts
-    the pairs whose youngest sighting is in it. (One sort for every window: sorting each
-    window's pairs apart took 1.8 times as long. numpy 2's ``np.unique`` hashes, and was
-    100x slower than ``np.sort`` on these arrays.)
+    the pairs whose youngest sighting is in it. (Sorting each window's pairs apart, with
+    the default sort, took 2.8 times as long over the chunks of a 50,000-user night.
+    numpy 2's ``np.unique`` hashes, and was 100x slower than ``np.sort`` on these arrays.)
     """
     import numpy as np
 
