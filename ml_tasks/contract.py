@@ -153,9 +153,9 @@ class Dataset:
         return f"raw.{self.name}" if self.is_event else f"raw.{self.name[:-1]}_versions"
 
     @property
-    def keys_table(self) -> str | None:
-        """For events: the unpartitioned index of accepted event-id hashes and their days."""
-        return f"raw.{self.name}_keys" if self.is_event else None
+    def key_runs_table(self) -> str | None:
+        """For events: one sorted run of accepted event-id hashes per day (migration 0017)."""
+        return f"raw.{self.name}_key_runs" if self.is_event else None
 
     @property
     def current_table(self) -> str | None:

@@ -595,6 +595,8 @@ class _DayLoader:
         # rows the server reported COPYed into the stage, per source file
         self.copied: dict[str, int] = {}
         self.day_keys: dict[str, list[pa.Array]] = {"users": [], "tracks": []}
+        # per event dataset: the distinct event keys of the day's settled stage, ascending
+        self.key_runs: dict[str, np.ndarray] = {}
 
     # -- staging
     def create_stages(self) -> None:
@@ -811,32 +813,23 @@ class _DayLoader:
                 )"""
             ).format(stage=stage, key=key)
             removed.update(self._quarantine_deleted(ds, deleting, contract.DUPLICATE_REASON))
-        # Already accepted on another day: the first day to accept an id keeps it. One probe
-        # per row of the unpartitioned keys table finds the candidates (the partitions'
-        # own indexes would cost a probe per row per day kept); the few it finds are then
-        # confirmed by exact id against the other days' partitions (two ranges, not
-        # NOT(in day), so the planner prunes the day being replaced). The LATERAL ... LIMIT 1
-        # keeps the probes an index nested loop (a hash join would read every key ever
-        # accepted), and probing in key order keeps the index pages it walks warm.
+        # Already accepted on another day: the first day to accept an id keeps it. The day's
+        # distinct keys are searched in every other day's sorted run (one row per day, read
+        # in turn); the few found are then confirmed by exact id against the other days'
+        # partitions (two ranges, not NOT(in day), so the planner prunes the day being
+        # replaced).
+        day_keys = self._day_key_run(ds)
+        found = self._keys_in_other_days(ds, day_keys)
         self.conn.execute("DROP TABLE IF EXISTS _seen")
+        self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS _hits (event_key bigint)")
+        self.conn.execute("TRUNCATE _hits")
+        warehouse.copy_arrow(self.conn, "pg_temp._hits", pa.table({"event_key": found}))
+        self.conn.execute("ANALYZE pg_temp._hits")
         self.conn.execute(
             sql.SQL(
-                """
-                CREATE TEMP TABLE _seen AS
-                SELECT s.tid, s.event_key, s.event_id
-                FROM (SELECT ctid AS tid, event_key, {key} AS event_id FROM {stage}
-                      ORDER BY event_key) s
-                CROSS JOIN LATERAL (
-                    SELECT 1 FROM {keys} k
-                    WHERE k.event_key = s.event_key AND k.dt <> {day} LIMIT 1
-                ) seen
-                """
-            ).format(
-                stage=stage,
-                key=key,
-                keys=warehouse.qualified(ds.keys_table),
-                day=sql.Literal(self.day),
-            )
+                "CREATE TEMP TABLE _seen AS SELECT s.ctid AS tid, s.event_key,"
+                " s.{key} AS event_id FROM {stage} s JOIN _hits h USING (event_key)"
+            ).format(stage=stage, key=key)
         )
         # Statistics, or the planner takes the temp table for ~1,000 rows and confirms them
         # with a hash join over a scan of every other day's rows (11 s on 10M plays kept)
@@ -867,7 +860,44 @@ class _DayLoader:
             self._quarantine_deleted(ds, deleting, contract.DUPLICATE_REASON + " on another day")
         )
         self.conn.execute("DROP TABLE _seen")
+        # A key found elsewhere leaves the day's run only if none of its rows stayed (two ids
+        # may share a hash): the run must hold every key of the partition.
+        gone = self.conn.execute(
+            sql.SQL(
+                "SELECT h.event_key FROM _hits h"
+                " WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.event_key = h.event_key)"
+            ).format(stage=stage)
+        ).fetchall()
+        if gone:
+            day_keys = day_keys[~np.isin(day_keys, np.array([g for (g,) in gone], np.int64))]
+        self.key_runs[ds.name] = day_keys
         return dict(removed)
+
+    def _day_key_run(self, ds: Dataset) -> np.ndarray:
+        """The distinct event keys COPYed into the day's stage, ascending as int64."""
+        chunks = self.seen.get(ds.name) or [np.zeros(0, np.uint64)]
+        return np.unique(np.concatenate(chunks).view(np.int64))
+
+    def _keys_in_other_days(self, ds: Dataset, day_keys: np.ndarray) -> np.ndarray:
+        """Those of ``day_keys`` found in the sorted key run of any other day.
+
+        Reads every other day's run (8 bytes a key kept) and binary-searches the day's keys
+        in it; a fetch thread reads the next run while this one is searched.
+        """
+        found: list[np.ndarray] = []
+        if len(day_keys) == 0:
+            return np.zeros(0, np.int64)
+        query = sql.SQL("SELECT event_keys FROM {} WHERE dt <> %s").format(
+            warehouse.qualified(ds.key_runs_table)
+        )
+        for run in warehouse.stream_bytea(self.conn, query, (self.day,)):
+            keys = np.frombuffer(run, dtype=">i8").astype(np.int64)
+            pos = np.searchsorted(keys, day_keys)
+            pos[pos == len(keys)] = len(keys) - 1
+            hit = keys[pos] == day_keys
+            if hit.any():
+                found.append(day_keys[hit])
+        return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
 
     def settle_key_duplicates(self, ds: Dataset) -> dict[str, int]:
         """Dimensions: a key repeated in one day's delivery keeps its last row (by file, then
@@ -926,8 +956,8 @@ class _DayLoader:
             for ds in contract.DATASETS:
                 stage = _stage_name(ds, day)
                 if ds.is_event:
-                    replaced = warehouse.swap_day_partition(self.conn, ds.raw_table, stage, day)
-                    self._replace_day_keys(ds, replaced)
+                    warehouse.swap_day_partition(self.conn, ds.raw_table, stage, day)
+                    self._replace_day_keys(ds)
                 else:
                     self._replace_dimension_day(ds, stage)
             self.conn.execute("DELETE FROM quarantine.rejected_rows WHERE dt = %s", (day,))
@@ -976,35 +1006,20 @@ class _DayLoader:
                 ),
             )
 
-    def _replace_day_keys(self, ds: Dataset, replaced: bool) -> None:
-        """Replace the day's rows of the event-keys table with those of its partition, just
-        swapped in (same transaction, so the keys always match the partitions). Inserted in
-        key order: the index pages then fill one after another (about a third faster).
-
-        The table holds every day kept, so nothing here may read all of it. A day delivered
-        for the first time (``replaced`` false: it had no partition) has no keys to delete
-        (they come and go with its partition), so none are looked for. A redelivered day's
-        are found through the BRIN index on dt alone: without statistics on the table (no
-        ANALYZE has run: autovacuum is off on some servers) the planner would scan every
-        day's keys instead (0.35 s at 7.9 M keys, growing with every day kept). For the same
-        reason the BRIN's new block ranges are summarized here, after the insert, instead of
-        waiting for autovacuum: an unsummarized range matches every day.
-        """
-        keys = warehouse.qualified(ds.keys_table)
-        partition = warehouse.qualified(warehouse.partition_name(ds.raw_table, self.day))
-        if replaced:
-            self.conn.execute("SET LOCAL enable_seqscan = off")
-            self.conn.execute(sql.SQL("DELETE FROM {} WHERE dt = %s").format(keys), (self.day,))
-            self.conn.execute("SET LOCAL enable_seqscan = DEFAULT")
-        self.conn.execute(
-            sql.SQL(
-                "INSERT INTO {keys} (event_key, dt)"
-                " SELECT event_key, {day} FROM {partition} ORDER BY event_key"
-            ).format(keys=keys, day=sql.Literal(self.day), partition=partition)
-        )
-        self.conn.execute(
-            "SELECT brin_summarize_new_values(%s::regclass)", (f"{ds.keys_table}_dt_idx",)
-        )
+    def _replace_day_keys(self, ds: Dataset) -> None:
+        """Replace the day's key run with the distinct keys of its partition, just swapped
+        in (same transaction, so the runs always match the partitions). One row, by primary
+        key: nothing here reads or rewrites the other days' keys."""
+        runs = warehouse.qualified(ds.key_runs_table)
+        self.conn.execute(sql.SQL("DELETE FROM {} WHERE dt = %s").format(runs), (self.day,))
+        keys = self.key_runs.get(ds.name)
+        if keys is not None and len(keys):
+            self.conn.execute(
+                sql.SQL("INSERT INTO {} (dt, event_keys, key_count) VALUES (%s, %b, %s)").format(
+                    runs
+                ),
+                (self.day, keys.astype(">i8").tobytes(), len(keys)),
+            )
 
     def _replace_dimension_day(self, ds: Dataset, stage: str) -> None:
         versions = warehouse.qualified(ds.raw_table)
@@ -1093,10 +1108,9 @@ def ingest_day(
                     loader.index_event_stage(ds)
                     # Statistics first: the duplicate checks then probe the event_key index
                     # (and the day carries fresh statistics once swapped in). VACUUM sets the
-                    # visibility map too: without it the keys table is filled by an
-                    # index-only scan that fetches every heap row at random (5 s of a
-                    # 2.5M-row day, against 0.3 s), and readers of the day would each set
-                    # hint bits on every page.
+                    # visibility map too: without it readers of the day would each set hint
+                    # bits on every page, and index-only scans of it would fetch every heap
+                    # row at random (5 s of a 2.5M-row day, against 0.3 s).
                     conn.execute(
                         sql.SQL("VACUUM (ANALYZE) {}").format(
                             warehouse.qualified(_stage_name(ds, day))

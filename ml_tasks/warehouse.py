@@ -405,6 +405,57 @@ class CopyPipe:
             raise self.error
 
 
+def stream_bytea(
+    conn: psycopg.Connection, query: sql.Composable, params: Sequence = (), *, ahead: int = 2
+) -> Iterator[bytes]:
+    """Yield the one ``bytea`` column of ``query``'s rows in turn, fetched on a worker thread
+    up to ``ahead`` rows before the caller asks.
+
+    For large values worked on one after another (ingestion's key runs): the server's reads
+    and the transfer overlap the caller's work (psycopg and numpy release the GIL). Rows
+    come through a server-side cursor, so at most ``ahead`` + 1 values are in memory. The
+    caller must not use ``conn`` until the iterator is exhausted or closed.
+    """
+    import queue
+    import threading
+
+    rows: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+    finished = object()
+
+    def hand_over(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                rows.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fetch() -> None:
+        try:
+            with conn.transaction(), conn.cursor(name="encore_stream", binary=True) as cur:
+                cur.itersize = 1
+                cur.execute(query, params)
+                for (value,) in cur:
+                    if not hand_over(value):
+                        return
+            hand_over(finished)
+        except BaseException as exc:  # re-raised in the caller's thread
+            hand_over(exc)
+
+    worker = threading.Thread(target=fetch, name="encore-stream", daemon=True)
+    worker.start()
+    try:
+        while (item := rows.get()) is not finished:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def copy_arrow(
     conn: psycopg.Connection,
     table: str,

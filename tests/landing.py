@@ -19,9 +19,9 @@ DAY = date(2026, 11, 5)
 #: Every table ingestion writes (checksummed by the idempotency and bad-input tests).
 INGEST_TABLES = (
     "raw.listening_events",
-    "raw.listening_events_keys",
+    "raw.listening_events_key_runs",
     "raw.subscription_events",
-    "raw.subscription_events_keys",
+    "raw.subscription_events_key_runs",
     "raw.user_versions",
     "raw.users",
     "raw.track_versions",

@@ -65,11 +65,11 @@ STARTUP_TIMEOUT = 240.0
 RUN_TIMEOUT = 300.0
 LINEAGE = ("run_id", "scored_at")
 #: The raw tables ingest writes, from the landing contract: the day partitions of the event
-#: tables, then every whole table (the events' key indexes, the dimensions' versions and
+#: tables, then every whole table (the events' key runs, the dimensions' versions and
 #: current rows) with the ingest log and the quarantine.
 RAW_DAY_TABLES = tuple(d.raw_table for d in contract.DATASETS if d.is_event)
 RAW_TABLES = (
-    *(d.keys_table for d in contract.DATASETS if d.is_event),
+    *(d.key_runs_table for d in contract.DATASETS if d.is_event),
     *(t for d in contract.DATASETS if not d.is_event for t in (d.raw_table, d.current_table)),
     "raw.ingest_log",
     "quarantine.rejected_rows",

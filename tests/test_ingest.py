@@ -326,27 +326,46 @@ def test_cross_day_confirmation_probes_indexes_instead_of_scanning_the_history(
     assert seq_scans() == before
 
 
+def runs_from_partitions(ds: contract.Dataset) -> str:
+    """SQL for each day's (dt, run, count) computed from the partitions, as 0017 fills them."""
+    return f"""
+        SELECT dt, string_agg(int8send(event_key), ''::bytea ORDER BY event_key) AS event_keys,
+               count(*)::integer AS key_count
+        FROM (SELECT DISTINCT ({ds.time_column} AT TIME ZONE 'UTC')::date AS dt, event_key
+              FROM {ds.raw_table}) k
+        GROUP BY dt"""
+
+
 def event_keys_match_partitions(dsn: str) -> bool:
-    """The keys table holds exactly one (event_key, day) per accepted event, per dataset."""
+    """Each day's key run holds exactly the distinct event keys of its partition, sorted,
+    and no day without rows has a run."""
     with warehouse.connect(dsn) as conn:
         for ds in contract.DATASETS:
             if not ds.is_event:
                 continue
+            expected = runs_from_partitions(ds)
             diff = conn.execute(
                 f"""
                 SELECT count(*) FROM (
-                    (SELECT event_key, ({ds.time_column} AT TIME ZONE 'UTC')::date
-                     FROM {ds.raw_table}
-                     EXCEPT ALL SELECT event_key, dt FROM {ds.keys_table})
+                    ({expected} EXCEPT SELECT dt, event_keys, key_count FROM {ds.key_runs_table})
                     UNION ALL
-                    (SELECT event_key, dt FROM {ds.keys_table}
-                     EXCEPT ALL SELECT event_key, ({ds.time_column} AT TIME ZONE 'UTC')::date
-                     FROM {ds.raw_table})
+                    (SELECT dt, event_keys, key_count FROM {ds.key_runs_table} EXCEPT {expected})
                 ) d"""
             ).fetchone()[0]
             if diff:
                 return False
     return True
+
+
+def key_run(dsn: str, ds_name: str, day: date) -> list[int]:
+    """The keys of one day's run, decoded as ingestion reads them."""
+    import numpy as np
+
+    with warehouse.connect(dsn) as conn:
+        row = conn.execute(
+            f"SELECT event_keys FROM raw.{ds_name}_key_runs WHERE dt = %s", (day,), binary=True
+        ).fetchone()
+    return [] if row is None else np.frombuffer(row[0], ">i8").astype(np.int64).tolist()
 
 
 def test_event_keys_follow_redelivered_and_withdrawn_days(warehouse_dsn, landing_root) -> None:
@@ -368,50 +387,70 @@ def test_event_keys_follow_redelivered_and_withdrawn_days(warehouse_dsn, landing
     assert [e for e, _ in events] == ["a", "b", "c"]
     [q] = quarantined(warehouse_dsn, "listening_events")
     assert q[4]["event_id"] == "a" and "on another day" in q[3][0]
-
-
-def test_event_keys_of_a_day_are_replaced_without_reading_the_other_days(
-    warehouse_dsn, landing_root
-) -> None:
-    """Loading a day, new or redelivered, must not scan the keys table, which holds every
-    day kept: a first delivery has no keys to delete, a redelivery finds its own through
-    the BRIN on dt. (Without statistics, with autovacuum off as on this project's server,
-    the planner deleted by reading every key: 0.35 s at 7.9 M keys, growing each day.)"""
-    day2 = DAY + timedelta(days=1)
-    write_day(landing_root, DAY, plays=[good_play(f"a{i}", day=DAY) for i in range(500)])
-    write_day(landing_root, day2, plays=[good_play(f"b{i}", day=day2) for i in range(500)])
-    ingest.ingest_day(DAY)
-
-    def keys_seq_scans() -> int:
-        with warehouse.connect(warehouse_dsn) as conn:
-            return conn.execute(
-                "SELECT seq_scan FROM pg_stat_user_tables"
-                " WHERE relid = 'raw.listening_events_keys'::regclass"
-            ).fetchone()[0]
-
-    before = keys_seq_scans()
-    ingest.ingest_day(day2)  # first delivery
-    write_day(landing_root, DAY, plays=[good_play(f"a{i}", day=DAY) for i in range(250)])
-    ingest.ingest_day(DAY)  # redelivery: half of its events withdrawn
-    assert keys_seq_scans() == before
+    # a day redelivered empty loses its run; a day never delivered has none
+    write_day(landing_root, day2, plays=[])
+    ingest.ingest_day(day2)
+    assert key_run(warehouse_dsn, "listening_events", day2) == []
+    assert len(key_run(warehouse_dsn, "subscription_events", day2)) == 1
     assert event_keys_match_partitions(warehouse_dsn)
-    assert scalar(warehouse_dsn, "SELECT count(*) FROM raw.listening_events_keys") == 750
 
 
-def test_keys_migration_indexes_the_events_already_loaded(warehouse_dsn, landing_root) -> None:
-    """A warehouse loaded before 0013 gets its keys tables filled by the migration."""
+def test_key_runs_are_sorted_signed_and_found_across_many_days(warehouse_dsn, landing_root) -> None:
+    """Runs are ascending as signed 64-bit integers (the hashes span both signs), and an id
+    is found whichever of several earlier days holds it, first or last in its run."""
+    import numpy as np
+
+    days = [DAY + timedelta(days=i) for i in range(4)]
+    for i, day in enumerate(days[:3]):
+        write_day(landing_root, day, plays=[good_play(f"d{i}-{j}", day=day) for j in range(40)])
+        ingest.ingest_day(day)
+    runs = {day: key_run(warehouse_dsn, "listening_events", day) for day in days[:3]}
+    for run in runs.values():
+        assert run == sorted(set(run)) and len(run) == 40
+        assert run[0] < 0 < run[-1]
+    # the smallest and largest key of each earlier day, by id
+    ids = {}
+    for i in range(3):
+        hashes = ingest.string_hashes(pa.array([f"d{i}-{j}" for j in range(40)])).view(np.int64)
+        ids[int(hashes.min())] = f"d{i}-{int(hashes.argmin())}"
+        ids[int(hashes.max())] = f"d{i}-{int(hashes.argmax())}"
+    repeated = sorted(ids.values())
+    write_day(
+        landing_root,
+        days[3],
+        plays=[good_play(e, day=days[3]) for e in repeated] + [good_play("new", day=days[3])],
+    )
+    result = ingest.ingest_day(days[3])
+    assert result.datasets["listening_events"].rows_accepted == 1
+    refused = sorted(r[4]["event_id"] for r in quarantined(warehouse_dsn, "listening_events"))
+    assert refused == repeated
+    assert event_keys_match_partitions(warehouse_dsn)
+
+
+def test_key_runs_migration_covers_the_events_already_loaded(warehouse_dsn, landing_root) -> None:
+    """A warehouse loaded before 0017 gets runs, from its partitions, equal to ingestion's."""
     day2 = DAY + timedelta(days=1)
     write_day(landing_root, DAY, plays=[good_play(f"a{i}", day=DAY) for i in range(5)])
     write_day(landing_root, day2, plays=[good_play("b", day=day2)], subs=[good_sub("s", day=day2)])
     ingest.ingest_day(DAY)
     ingest.ingest_day(day2)
-    with warehouse.connect(warehouse_dsn, autocommit=True) as conn:  # back to before 0013
-        conn.execute("DROP TABLE raw.listening_events_keys, raw.subscription_events_keys")
-        conn.execute("DELETE FROM ml.schema_migrations WHERE version = 13")
+    tables = [f"raw.{name}_key_runs" for name in ("listening_events", "subscription_events")]
+    with warehouse.connect(warehouse_dsn) as conn:
+        written = [
+            conn.execute(f"SELECT dt, event_keys, key_count FROM {t} ORDER BY dt").fetchall()
+            for t in tables
+        ]
+    with warehouse.connect(warehouse_dsn, autocommit=True) as conn:  # back to before 0017
+        conn.execute(f"DROP TABLE {', '.join(tables)}")
+        conn.execute("DELETE FROM ml.schema_migrations WHERE version = 17")
         applied = [m.path.name for m in warehouse.migrate(conn)]
-    assert applied == ["0013_event_keys.sql"]
-    assert event_keys_match_partitions(warehouse_dsn)
-    assert scalar(warehouse_dsn, "SELECT count(*) FROM raw.listening_events_keys") == 6
+        migrated = [
+            conn.execute(f"SELECT dt, event_keys, key_count FROM {t} ORDER BY dt").fetchall()
+            for t in tables
+        ]
+    assert applied == ["0017_event_key_runs.sql"]
+    assert migrated == written
+    assert [len(w) for w in written] == [2, 2]  # both days hold plays and a subscription
 
 
 def test_cross_day_check_is_exact_under_hash_collisions(
