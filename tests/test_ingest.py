@@ -492,6 +492,34 @@ def test_unknown_users_and_tracks_are_kept_and_flagged(warehouse_dsn, landing_ro
     assert quarantined(warehouse_dsn) == []
 
 
+@pytest.mark.parametrize(
+    ("known", "plays"),
+    [
+        # dense ids (looked up in a mask): below, inside a gap, known, above
+        ((5, 6, 8), {"below": 4, "gap": 7, "known": 8, "above": 9}),
+        # sparse ids (hashed by Arrow's is_in instead)
+        ((2, 10**12), {"below": 1, "gap": 3, "known": 10**12, "above": 10**12 + 1}),
+    ],
+    ids=["dense", "sparse"],
+)
+def test_unknown_user_flags_whatever_the_id_layout(
+    warehouse_dsn, landing_root, known, plays
+) -> None:
+    """Exactly the plays of users not delivered are flagged, on both lookup paths."""
+    write_day(
+        landing_root,
+        users=[good_user(u) for u in known],
+        plays=[good_play(name, user) for name, user in plays.items()],
+        subs=[good_sub("s-known", known[-1]), good_sub("s-gap", plays["gap"])],
+    )
+    ingest.ingest_day(DAY)
+    with warehouse.connect(warehouse_dsn) as conn:
+        flags = dict(conn.execute("SELECT event_id, unknown_user FROM raw.listening_events"))
+        subs = dict(conn.execute("SELECT event_id, unknown_user FROM raw.subscription_events"))
+    assert flags == {"below": True, "gap": True, "known": False, "above": True}
+    assert subs == {"s-known": False, "s-gap": True}
+
+
 def test_users_known_only_from_a_later_day_count_as_unknown(warehouse_dsn, landing_root) -> None:
     """The flag depends on deliveries up to the day, not on the order days were ingested."""
     day2 = DAY + timedelta(days=1)
