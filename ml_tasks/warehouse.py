@@ -413,7 +413,7 @@ def stream_bytea(
 
     For large values worked on one after another (ingestion's key runs): the server's reads
     and the transfer overlap the caller's work (psycopg and numpy release the GIL). Rows
-    come through a server-side cursor, so at most ``ahead`` + 1 values are in memory. The
+    come through a server-side cursor, so at most ``ahead`` + 2 values are in memory. The
     caller must not use ``conn`` until the iterator is exhausted or closed.
     """
     import queue

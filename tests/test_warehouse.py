@@ -206,6 +206,24 @@ def test_decode_array_sends_reads_many_arrays_in_one_blob(warehouse_dsn: str) ->
         warehouse.decode_array_sends(out["a"], out["n"] + 1)
 
 
+def test_stream_bytea_yields_every_row_and_frees_the_connection(warehouse_dsn: str) -> None:
+    """All rows in order; a query error reaches the caller; a stream closed early leaves
+    the connection usable (its worker thread gone, its cursor's transaction ended)."""
+    from psycopg import errors, sql
+
+    query = sql.SQL("SELECT int4send(n) FROM generate_series(10, 15) n ORDER BY n")
+    with warehouse.connect(warehouse_dsn, autocommit=True) as conn:
+        values = list(warehouse.stream_bytea(conn, query))
+        assert values == [n.to_bytes(4, "big") for n in range(10, 16)]
+        stream = warehouse.stream_bytea(conn, query, ahead=1)
+        assert next(stream) == (10).to_bytes(4, "big")
+        stream.close()
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(errors.DivisionByZero):
+            list(warehouse.stream_bytea(conn, sql.SQL("SELECT '\\x00'::bytea WHERE 1 / 0 = 1")))
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+
+
 def test_config_dir_comes_from_the_environment(tmp_path, monkeypatch) -> None:
     from ml_tasks.churn import ChurnConfig
     from ml_tasks.settings import SettingsError
