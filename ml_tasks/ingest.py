@@ -311,9 +311,9 @@ def parse_column(arr: pa.Array, kind: Kind) -> tuple[pa.Array, np.ndarray]:
         values = pa.array(is_true, mask=~(is_true | is_false))
         return values, bad
     if kind is Kind.TIMESTAMP:
-        has_offset = _mask(pc.match_substring_regex(pc.utf8_trim_whitespace(arr), _OFFSET_RE))
         # Cast only well-formed values, so one bad value does not send the batch to pandas.
-        shaped = _mask(pc.match_substring_regex(arr, _ISO_TIMESTAMP_RE)) & has_offset
+        # The pattern is anchored and ends with the offset, so a match has one.
+        shaped = _mask(pc.match_substring_regex(arr, _ISO_TIMESTAMP_RE))
         try:
             values = pc.cast(
                 pc.if_else(pa.array(shaped), arr, pa.scalar(None, pa.string())), target
@@ -321,6 +321,7 @@ def parse_column(arr: pa.Array, kind: Kind) -> tuple[pa.Array, np.ndarray]:
             return values, present & ~shaped
         except pa.ArrowInvalid:
             pass
+        has_offset = _mask(pc.match_substring_regex(pc.utf8_trim_whitespace(arr), _OFFSET_RE))
         parsed = pd.to_datetime(
             pd.Series(arr.to_numpy(zero_copy_only=False)),
             utc=True,
