@@ -573,9 +573,10 @@ def _jsonb_safe(value: object) -> object:
 
 
 def _payload(row: dict) -> str:
-    """One rejected row as jsonb text. Most rows need no rewriting: those are dumped as they
-    are (a third of the time), and only a row json refuses (NaN, infinities) or that came
-    out with a NUL escape is made safe first, which gives the same text for the rest."""
+    """One rejected row as jsonb text. Most rows need no rewriting, so each is dumped as it
+    is; only a row json refuses (NaN, infinities) or whose text came out with a NUL escape
+    is dumped again through :func:`_jsonb_safe`. For every other row that gives the same
+    text as rewriting first, without walking its values."""
     try:
         text = json.dumps(row, default=str, ensure_ascii=False, allow_nan=False)
     except ValueError:
