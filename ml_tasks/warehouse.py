@@ -844,9 +844,8 @@ def create_day_stage(
     )
 
 
-def swap_day_partition(conn: psycopg.Connection, parent: str, stage: str, day: date) -> bool:
-    """Make ``stage`` the ``day`` partition of ``parent``, dropping the old one; returns
-    whether there was an old one (the day was loaded before).
+def swap_day_partition(conn: psycopg.Connection, parent: str, stage: str, day: date) -> None:
+    """Make ``stage`` the ``day`` partition of ``parent``, dropping the old one if any.
 
     Must run inside the caller's transaction: readers see the old day until commit and
     the new day after it, never a mix.
@@ -880,7 +879,6 @@ def swap_day_partition(conn: psycopg.Connection, parent: str, stage: str, day: d
             qualified(target), sql.Literal(f"UTC day {day.isoformat()} of {parent}.")
         )
     )
-    return exists is not None
 
 
 # --------------------------------------------------------------------------- inspection
