@@ -671,8 +671,7 @@ class _DayLoader:
         in it costs a millisecond; ``pc.is_in`` hashes the whole value set on every call
         (0.58 s for the 26 batches of a 300,000-user day). None when the keys are too
         sparse for a mask of at most 64 bytes per key."""
-        cache = f"{ds_name}:mask"
-        if cache not in self.known_masks:
+        if ds_name not in self.known_masks:
             keys = self._known_keys(ds_name)
             mask = None
             if pa.types.is_integer(keys.type) and len(keys) and keys.null_count == 0:
@@ -682,8 +681,8 @@ class _DayLoader:
                     bits = np.zeros(span, dtype=bool)
                     bits[values - lowest] = True
                     mask = (lowest, bits)
-            self.known_masks[cache] = mask
-        return self.known_masks[cache]
+            self.known_masks[ds_name] = mask
+        return self.known_masks[ds_name]
 
     def _flag_unknown(self, ds: Dataset, accepted: pa.Table) -> pa.Table:
         # Arrow's hash-based is_in: numpy's isin on strings degrades to a pairwise scan.
