@@ -140,6 +140,28 @@ def test_read_numbers_decodes_binary_copy_and_refuses_nulls(warehouse_dsn: str) 
             warehouse.read_numbers(conn, sql.SQL("SELECT 1::int4 AS a"))
 
 
+def test_read_int8_set_returns_every_value_and_refuses_other_columns(warehouse_dsn: str) -> None:
+    """Every value, negative and extreme ones included (big-endian, signed); an empty
+    result; a parameter; a column that is not one int8 refused."""
+    from psycopg import sql
+
+    query = sql.SQL(
+        "SELECT v FROM (VALUES ('-9223372036854775808'::int8), (-1), (0), (7),"
+        " (9223372036854775807)) t(v) WHERE v <> %s"
+    )
+    with warehouse.connect(warehouse_dsn) as conn:
+        got = warehouse.read_int8_set(conn, query, (7,))
+        assert sorted(got.tolist()) == [-(2**63), -1, 0, 2**63 - 1]
+        assert warehouse.read_int8_set(conn, sql.SQL("SELECT 1::int8 WHERE false")).shape == (0,)
+        many = warehouse.read_int8_set(
+            conn, sql.SQL("SELECT g::int8 FROM generate_series(1, 50000) g")
+        )
+        assert sorted(many.tolist()) == list(range(1, 50001))
+        for wrong in ("SELECT 1::int4", "SELECT 1::int8, 2::int8"):
+            with pytest.raises(TypeError, match="one int8 column"):
+                warehouse.read_int8_set(conn, sql.SQL(wrong))
+
+
 def test_read_int_arrays_decodes_one_row_of_arrays(warehouse_dsn: str) -> None:
     import numpy as np
     from psycopg import sql
