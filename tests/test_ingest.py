@@ -552,6 +552,36 @@ def test_reingest_leaves_identical_checksums(warehouse_dsn, landing_root) -> Non
     assert scalar(warehouse_dsn, "SELECT count(*) FROM raw.ingest_runs") == 4
 
 
+def test_the_swapped_in_day_arrives_frozen(warehouse_dsn, landing_root) -> None:
+    """The events are COPYed with FREEZE into a stage emptied in the same transaction: every
+    page of the day is all-frozen (a plain VACUUM of rows this young would leave them
+    unfrozen), so no reader or index build sets hint bits on it. Two files go through the
+    one transaction."""
+    with warehouse.connect(warehouse_dsn) as conn:
+        if not conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_visibility'"
+        ).fetchone():
+            pytest.skip("the server has no pg_visibility extension to read the map with")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_visibility")
+        conn.commit()
+    plays = [good_play(f"z{i}", 1 + i % 3, "t1", DAY, i % 24) for i in range(4000)]
+    write_day(landing_root, plays=plays[:2500])
+    write_csv(
+        folder(landing_root, "listening_events") / "part-x.csv", "listening_events", plays[2500:]
+    )
+    result = ingest.ingest_day(DAY)
+    assert result.datasets["listening_events"].rows_accepted == 4000
+    partition = warehouse.partition_name("raw.listening_events", DAY)
+    pages, frozen = scalar(
+        warehouse_dsn,
+        "SELECT ARRAY[count(*), count(*) FILTER (WHERE all_frozen)]"
+        " FROM pg_visibility_map(%s::regclass)",
+        (partition,),
+    )
+    assert pages > 1
+    assert frozen == pages
+
+
 def test_the_swapped_in_day_is_vacuumed(warehouse_dsn, landing_root) -> None:
     """The day arrives with its visibility map set: filling the keys table then reads the
     stage's event_key index without fetching every heap row (and readers need not set
@@ -810,6 +840,87 @@ def test_hash_collisions_never_quarantine_distinct_ids(
     [(_, _, row, reasons, payload)] = quarantined(warehouse_dsn)
     assert row == 301 and payload["event_id"] == "e17"
     assert reasons == [contract.DUPLICATE_REASON]
+
+
+def _reference_hash(text: str) -> int:
+    """string_hashes' documented function, one string in plain Python: the stored event
+    keys depend on it never changing."""
+    raw = text.encode()
+    mask = (1 << 64) - 1
+    h = 0
+    for i, byte in enumerate(raw[:4096]):
+        h = (h + (byte + 1) * pow(0x100000001B3, i + 1, 1 << 64)) & mask
+    h ^= (len(raw) * 0x9E3779B97F4A7C15) & mask
+    for mult in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+        h ^= h >> 33
+        h = (h * mult) & mask
+    return h ^ (h >> 33)
+
+
+def test_string_hashes_equal_the_documented_function_on_both_paths() -> None:
+    """Few distinct lengths go through the byte-matrix product, many through the per-byte
+    sum: both give the reference function's values, past 4096 bytes and in slices too."""
+    import random
+
+    rnd = random.Random(7)
+    few = [
+        "".join(rnd.choice("ab\u00e9z\x00") for _ in range(rnd.choice([0, 1, 17, 4096, 5000])))
+        for _ in range(60)
+    ]
+    many = ["x" * n for n in range(ingest._HASH_MAX_LENGTHS + 5)]
+    one_length = [f"e{i:016x}" for i in range(50)]
+    for values in (few, many, one_length):
+        arr = pa.array(values)
+        assert ingest.string_hashes(arr).tolist() == [_reference_hash(v) for v in values]
+        assert ingest.string_hashes(arr.slice(3)).tolist() == [
+            _reference_hash(v) for v in values[3:]
+        ]
+
+
+def test_integer_text_is_read_exactly_whatever_else_the_batch_holds() -> None:
+    """An integer is a sign and digits. Plain ones are cast in one go, the other shapes
+    value by value: a value's verdict does not depend on its neighbours, and bigints past
+    2**53 keep every digit."""
+    cases = {
+        "9223372036854775807": 9223372036854775807,
+        "-9223372036854775808": -9223372036854775808,
+        "12345678901234567": 12345678901234567,
+        "-5": -5,
+        "007": 7,
+        "+5": 5,
+        "+9223372036854775807": 9223372036854775807,
+        "00000000000000000001": 1,
+        "5.0": None,
+        "0x10": None,
+        " 5": None,
+        "5.5": None,
+        "abc": None,
+        "-": None,
+        "9223372036854775808": None,
+    }
+    alone = {
+        text: ingest.parse_column(pa.array([text]), contract.Kind.INT64)[0][0].as_py()
+        for text in cases
+    }
+    assert alone == cases
+    plain = [t for t in cases if t.lstrip("-").isdigit() and cases[t] is not None]
+    for odd in [t for t in cases if t not in plain]:
+        values, bad = ingest.parse_column(pa.array([*plain, odd, None]), contract.Kind.INT64)
+        assert values.to_pylist() == [cases[t] for t in plain] + [cases[odd], None]
+        assert bad.tolist() == [False] * len(plain) + [cases[odd] is None, False]
+    small, bad = ingest.parse_column(pa.array(["32767", "32768", "-7", "+1"]), contract.Kind.INT16)
+    assert small.to_pylist() == [32767, None, -7, 1] and bad.tolist() == [False, True, False, False]
+
+
+def test_nanosecond_timestamps_beside_an_impossible_date_quarantine_one_row() -> None:
+    """An impossible date sends the batch past Arrow's cast to pandas, which reads
+    nanoseconds: those are dropped to microseconds, not a failed file."""
+    values, bad = ingest.parse_column(
+        pa.array(["2026-11-05T10:00:00.123456789Z", "2026-02-30T00:00:00Z", None]),
+        contract.Kind.TIMESTAMP,
+    )
+    assert values.to_pylist() == [datetime(2026, 11, 5, 10, 0, 0, 123456, tzinfo=UTC), None, None]
+    assert bad.tolist() == [False, True, False]
 
 
 def test_string_hashes_agree_on_equal_strings_in_any_slice() -> None:
