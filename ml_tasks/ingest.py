@@ -497,9 +497,12 @@ def _parse_integers_slowly(
     )
     ok = shaped & ~long
     for i in np.flatnonzero(long).tolist():
-        value = int(unsigned[i].as_py())
-        if -(2**63) <= value < 2**63:
-            exact[i], ok[i] = value, True
+        text = unsigned[i].as_py()
+        digits = text.lstrip("-").lstrip("0") or "0"
+        if len(digits) <= 19:  # longer is out of range (and past int()'s digit limit)
+            value = -int(digits) if text.startswith("-") else int(digits)
+            if -(2**63) <= value < 2**63:
+                exact[i], ok[i] = value, True
     low, high = contract.INT_BOUNDS[kind]
     ok &= (exact >= low) & (exact <= high)
     return pc.cast(pa.array(np.where(ok, exact, 0), mask=~ok), ARROW_TYPES[kind]), present & ~ok

@@ -890,6 +890,8 @@ def test_integer_text_is_read_exactly_whatever_else_the_batch_holds() -> None:
         "+5": 5,
         "+9223372036854775807": 9223372036854775807,
         "00000000000000000001": 1,
+        "-" + "0" * 30 + "42": -42,
+        "9" * 5000: None,
         "5.0": None,
         "0x10": None,
         " 5": None,
