@@ -588,7 +588,8 @@ def _binary_copy_out(
 def read_int8_set(
     conn: psycopg.Connection, query: sql.Composable, params: Sequence = ()
 ) -> np.ndarray:
-    """The values of ``query``'s one ``int8`` column, never NULL, in no particular order.
+    """The values of ``query``'s one ``int8`` column, in no particular order (NULLs are
+    left out).
 
     The server packs them into one ``bytea`` (8 big-endian bytes each), decoded with one
     numpy ``frombuffer``. A ``COPY ... TO STDOUT`` sends a message per row, which psycopg
@@ -624,7 +625,9 @@ def read_numbers(
 
     Every row is then the same 2 + 12 x columns bytes, so nothing is parsed row by row, and
     the server sends binary doubles instead of formatting them as text (the larger cost of
-    a CSV read of a wide float table). Columns named in ``integers`` are ``int8``; the rest
+    a CSV read of a wide float table). psycopg still hands the stream over one message per
+    row (about 1 us each); for a set of int8 values, :func:`read_int8_set` avoids that.
+    Columns named in ``integers`` are ``int8``; the rest
     ``float8``. The caller makes NULLs explicit (e.g. ``COALESCE(x::float8, 'NaN')``).
     Returns column name -> array, in the query's column order.
     """
