@@ -627,8 +627,8 @@ def read_numbers(
     the server sends binary doubles instead of formatting them as text (the larger cost of
     a CSV read of a wide float table). psycopg still hands the stream over one message per
     row (about 1 us each); for a set of int8 values, :func:`read_int8_set` avoids that.
-    Columns named in ``integers`` are ``int8``; the rest
-    ``float8``. The caller makes NULLs explicit (e.g. ``COALESCE(x::float8, 'NaN')``).
+    Columns named in ``integers`` are ``int8``; the rest ``float8``. The caller makes NULLs
+    explicit (e.g. ``COALESCE(x::float8, 'NaN')``).
     Returns column name -> array, in the query's column order.
     """
     import numpy as np
