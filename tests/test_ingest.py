@@ -864,11 +864,16 @@ def test_string_hashes_equal_the_documented_function_on_both_paths() -> None:
 
     rnd = random.Random(7)
     few = [
-        "".join(rnd.choice("ab\u00e9z\x00") for _ in range(rnd.choice([0, 1, 17, 4096, 5000])))
+        "".join(rnd.choice("abz\x00") for _ in range(rnd.choice([0, 1, 17, 4096, 5000])))
         for _ in range(60)
-    ]
-    many = ["x" * n for n in range(ingest._HASH_MAX_LENGTHS + 5)]
+    ] + ["\u00e9\u00e9", "\u00e9ab", "x\u00e9y"]  # 4 and 5 bytes
+    many = ["x" * n for n in range(ingest._HASH_MAX_LENGTHS + 5)] + ["\u00e9" * 3]
     one_length = [f"e{i:016x}" for i in range(50)]
+
+    def lengths(values: list[str]) -> int:
+        return len({len(v.encode()) for v in values})
+
+    assert lengths(few) <= ingest._HASH_MAX_LENGTHS < lengths(many)
     for values in (few, many, one_length):
         arr = pa.array(values)
         assert ingest.string_hashes(arr).tolist() == [_reference_hash(v) for v in values]
