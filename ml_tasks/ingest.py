@@ -238,7 +238,7 @@ def string_hashes(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     n = len(arr)
     if n == 0:
         return np.zeros(0, dtype=np.uint64)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
+    offsets = _string_offsets(arr)
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
     lengths = np.diff(offsets)
     distinct = np.unique(lengths)
@@ -304,11 +304,14 @@ def _mask(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def _string_offsets(arr: pa.Array) -> np.ndarray:
+    """A string array's ``len(arr) + 1`` value offsets into its data buffer (a view)."""
+    return np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
+
+
 def _string_bytes(arr: pa.Array) -> np.ndarray:
     """The UTF-8 bytes of a string array's values (nulls hold none), without a copy."""
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[
-        arr.offset : arr.offset + len(arr) + 1
-    ]
+    offsets = _string_offsets(arr)
     data = arr.buffers()[2]
     if data is None or len(offsets) == 0:
         return np.zeros(0, np.uint8)
@@ -321,25 +324,24 @@ def _rows_holding(arr: pa.Array, marked: np.ndarray) -> np.ndarray:
     hits = np.flatnonzero(marked[_string_bytes(arr)])
     rows = np.zeros(len(arr), dtype=bool)
     if len(hits):
-        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[
-            arr.offset : arr.offset + len(arr) + 1
-        ]
+        offsets = _string_offsets(arr)
         rows[np.searchsorted(offsets[1:] - offsets[0], hits, side="right")] = True
         if arr.null_count:
             rows &= ~_mask(arr.is_null())
     return rows
 
 
-def _distinct_mask(arr: pa.Array, test) -> np.ndarray:
-    """``test`` (Arrow array -> numpy bools) applied to each distinct value of ``arr`` once,
-    spread back over the rows; nulls give False. For columns of few distinct values
-    (flags, categories), where it saves string work on every row."""
+def _distinct(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """``(distinct values, code of each row)``; a null row's code is ``len(values)``. For
+    columns of few distinct values (flags, categories): a test of the values, spread over
+    the rows by :func:`_spread`, saves string work on every row."""
     encoded = arr.dictionary_encode()
-    if len(encoded.dictionary) == 0:
-        return np.zeros(len(arr), dtype=bool)
-    per_value = np.append(np.asarray(test(encoded.dictionary), dtype=bool), False)
-    codes = encoded.indices.fill_null(len(encoded.dictionary)).to_numpy()
-    return per_value[codes]
+    return encoded.dictionary, encoded.indices.fill_null(len(encoded.dictionary)).to_numpy()
+
+
+def _spread(per_value: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """A bool per distinct value (see :func:`_distinct`) as a bool per row; nulls False."""
+    return np.append(np.asarray(per_value, dtype=bool), False)[codes]
 
 
 #: bytes outside a plain decimal integer: Arrow's cast decides values without them
@@ -394,12 +396,10 @@ def parse_column(arr: pa.Array, kind: Kind) -> tuple[pa.Array, np.ndarray]:
         return arr, no_bad
     if kind is Kind.BOOL:
         # a flag column holds a handful of spellings: each is lowered and looked up once
-        def spelled(words: pa.Array, spellings: list[str]) -> np.ndarray:
-            low = pc.utf8_lower(pc.utf8_trim_whitespace(words))
-            return _mask(pc.is_in(low, value_set=pa.array(spellings)))
-
-        is_true = _distinct_mask(arr, lambda w: spelled(w, _TRUE))
-        is_false = _distinct_mask(arr, lambda w: spelled(w, _FALSE))
+        words, codes = _distinct(arr)
+        low = pc.utf8_lower(pc.utf8_trim_whitespace(words))
+        is_true = _spread(_mask(pc.is_in(low, value_set=pa.array(_TRUE))), codes)
+        is_false = _spread(_mask(pc.is_in(low, value_set=pa.array(_FALSE))), codes)
         bad = present & ~(is_true | is_false)
         values = pa.array(is_true, mask=~(is_true | is_false))
         return values, bad
@@ -473,8 +473,16 @@ def _parse_integers(arr: pa.Array, kind: Kind, present: np.ndarray) -> tuple[pa.
         exact = exact.copy()  # Arrow's buffer is read-only
         exact[odd] = values.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
         ok[odd] = _mask(values.is_valid())
+    return _in_range(exact, ok, kind, present)
+
+
+def _in_range(
+    exact: np.ndarray, ok: np.ndarray, kind: Kind, present: np.ndarray
+) -> tuple[pa.Array, np.ndarray]:
+    """Parsed integers (``ok`` where read) held to the kind's range: the typed column, with
+    nulls where not ok, and the mask of bad values."""
     low, high = contract.INT_BOUNDS[kind]
-    ok &= (exact >= low) & (exact <= high)
+    ok = ok & (exact >= low) & (exact <= high)
     return pc.cast(pa.array(np.where(ok, exact, 0), mask=~ok), ARROW_TYPES[kind]), present & ~ok
 
 
@@ -503,9 +511,7 @@ def _parse_integers_slowly(
             value = -int(digits) if text.startswith("-") else int(digits)
             if -(2**63) <= value < 2**63:
                 exact[i], ok[i] = value, True
-    low, high = contract.INT_BOUNDS[kind]
-    ok &= (exact >= low) & (exact <= high)
-    return pc.cast(pa.array(np.where(ok, exact, 0), mask=~ok), ARROW_TYPES[kind]), present & ~ok
+    return _in_range(exact, ok, kind, present)
 
 
 def _two_decimals(nums: pa.Array, present: np.ndarray) -> tuple[pa.Array, np.ndarray]:
@@ -551,13 +557,9 @@ def _column_masks(
     if col.maximum is not None:
         masks.append((msgs["max"], _mask(pc.greater(arr, col.maximum))))
     if col.allowed is not None:  # a category: each distinct value is looked up once
-        allowed = pa.array(col.allowed)
-        masks.append(
-            (
-                msgs["allowed"],
-                _distinct_mask(arr, lambda v: ~_mask(pc.is_in(v, value_set=allowed))),
-            )
-        )
+        values, codes = _distinct(arr)
+        unknown = ~_mask(pc.is_in(values, value_set=pa.array(col.allowed)))
+        masks.append((msgs["allowed"], _spread(unknown, codes)))
     if col.pattern is not None:
         masks.append(
             (msgs["pattern"], _mask(pc.invert(pc.match_substring_regex(arr, col.pattern))))
@@ -729,6 +731,20 @@ def _payload(row: dict) -> str:
 
 def _payloads(batch: pa.Table, rows: np.ndarray) -> list[str]:
     return [_payload(r) for r in batch.take(pa.array(rows)).to_pylist()]
+
+
+def _merge_sorted(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two ascending arrays of distinct int64 keys: ``(their union, the keys in both)``,
+    ascending. numpy's stable sort (timsort) merges two sorted runs in linear time, and a
+    key in both then sits next to itself: 4.9 ms for 400,000 keys each, against 12.6 ms
+    for a binary search of each key."""
+    merged = np.concatenate([a, b])
+    merged.sort(kind="stable")
+    twice = merged[1:] == merged[:-1]
+    common = merged[1:][twice]
+    if len(common):
+        merged = merged[np.concatenate(([True], ~twice))]
+    return merged, common
 
 
 class _DayLoader:
@@ -955,16 +971,9 @@ class _DayLoader:
         first = np.ones(len(keys), dtype=bool)  # each key's first row in the batch
         np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
         unique = ordered[first]
-        # Merge with the day's sorted run (timsort merges two sorted runs in linear time):
-        # a key seen before sits next to itself.
-        merged = np.concatenate([self.seen.get(ds.name, np.zeros(0, np.int64)), unique])
-        merged.sort(kind="stable")
-        twice = merged[1:] == merged[:-1]
-        seen_before = np.zeros(len(unique), dtype=bool)
-        if twice.any():
-            seen_before = np.isin(unique, merged[1:][twice])
-            merged = merged[np.concatenate(([True], ~twice))]
-        self.seen[ds.name] = merged
+        run, common = _merge_sorted(self.seen.get(ds.name, np.zeros(0, np.int64)), unique)
+        self.seen[ds.name] = run
+        seen_before = np.isin(unique, common) if len(common) else np.zeros(len(unique), bool)
         repeat = np.empty(len(keys), dtype=bool)
         repeat[order] = ~first | seen_before[np.cumsum(first) - 1]
         if repeat.any():
@@ -1107,11 +1116,8 @@ class _DayLoader:
     def _keys_in_other_days(self, ds: Dataset, day_keys: np.ndarray) -> np.ndarray:
         """Those of ``day_keys`` found in the sorted key run of any other day.
 
-        Reads every other day's run (8 bytes a key kept) and merges it with the day's keys:
-        both are sorted and distinct, so a key in both sits next to itself. numpy's stable
-        sort (timsort) merges two sorted runs in linear time: 4.9 ms for 400,000 keys each,
-        against 12.6 ms for a binary search of each key. A fetch thread reads the next run
-        while this one is merged.
+        Reads every other day's run (8 bytes a key kept) and merges it with the day's keys
+        (:func:`_merge_sorted`). A fetch thread reads the next run while this one is merged.
         """
         found: list[np.ndarray] = []
         if len(day_keys) == 0:
@@ -1120,9 +1126,7 @@ class _DayLoader:
             warehouse.qualified(ds.key_runs_table)
         )
         for run in warehouse.stream_bytea(self.conn, query, (self.day,)):
-            merged = np.concatenate([day_keys, np.frombuffer(run, dtype=">i8")])
-            merged.sort(kind="stable")
-            both = merged[1:][merged[1:] == merged[:-1]]
+            _, both = _merge_sorted(day_keys, np.frombuffer(run, dtype=">i8"))
             if len(both):
                 found.append(both)
         return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
