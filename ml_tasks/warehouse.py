@@ -538,9 +538,7 @@ def read_arrow(conn: psycopg.Connection, query: sql.Composable, params: Sequence
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT * FROM ({}) q LIMIT 0").format(query), params or None)
-        description = cur.description
+    description = _describe(conn, query, params)
     types = {}
     for column in description:
         name = _ARROW_OF_OID.get(column.type_code)
@@ -568,6 +566,15 @@ def read_arrow(conn: psycopg.Connection, query: sql.Composable, params: Sequence
 
 
 _PGCOPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+
+def _describe(
+    conn: psycopg.Connection, query: sql.Composable, params: Sequence | dict = ()
+) -> list[psycopg.Column]:
+    """``query``'s result columns (names and type OIDs), from running it with ``LIMIT 0``."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT * FROM ({}) q LIMIT 0").format(query), params or None)
+        return list(cur.description)
 
 
 def _binary_copy_out(
@@ -598,11 +605,11 @@ def read_int8_set(
     """
     import numpy as np
 
+    description = _describe(conn, query, params)
+    if len(description) != 1 or description[0].type_code != 20:
+        raise TypeError("read_int8_set: the query must return one int8 column")
+    column = sql.Identifier(description[0].name)
     with conn.cursor(binary=True) as cur:
-        cur.execute(sql.SQL("SELECT * FROM ({}) q LIMIT 0").format(query), params or None)
-        if len(cur.description) != 1 or cur.description[0].type_code != 20:
-            raise TypeError("read_int8_set: the query must return one int8 column")
-        column = sql.Identifier(cur.description[0].name)
         cur.execute(
             sql.SQL(
                 "SELECT coalesce(string_agg(int8send(q.{}), ''::bytea), ''::bytea) FROM ({}) q"
@@ -633,10 +640,9 @@ def read_numbers(
     """
     import numpy as np
 
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT * FROM ({}) q LIMIT 0").format(query), params or None)
-        names = [c.name for c in cur.description]
-        kinds = {c.name: c.type_code for c in cur.description}
+    description = _describe(conn, query, params)
+    names = [c.name for c in description]
+    kinds = {c.name: c.type_code for c in description}
     wanted = {n: (20 if n in integers else 701) for n in names}
     wrong = [n for n in names if kinds[n] != wanted[n]]
     if wrong:
@@ -681,15 +687,14 @@ def read_int_arrays(
     """
     import numpy as np
 
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT * FROM ({}) q LIMIT 0").format(query), params or None)
-        names = [c.name for c in cur.description]
-        wrong = [
-            c.name
-            for c in cur.description
-            if c.type_code not in _INT_ARRAY_ELEMENTS and c.type_code != _BYTEA
-        ]
-        elements = [_INT_ARRAY_ELEMENTS.get(c.type_code) for c in cur.description]
+    description = _describe(conn, query, params)
+    names = [c.name for c in description]
+    wrong = [
+        c.name
+        for c in description
+        if c.type_code not in _INT_ARRAY_ELEMENTS and c.type_code != _BYTEA
+    ]
+    elements = [_INT_ARRAY_ELEMENTS.get(c.type_code) for c in description]
     if wrong:
         raise TypeError(f"read_int_arrays: columns {wrong} are not int4[], int8[] or bytea")
     raw, pos = _binary_copy_out(conn, query, params, "read_int_arrays")
