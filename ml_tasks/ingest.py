@@ -34,7 +34,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from psycopg import sql
 
-from ml_tasks import contract, warehouse
+from ml_tasks import allocation, contract, warehouse
 from ml_tasks.contract import Column, Dataset, Kind
 from ml_tasks.settings import get_settings
 
@@ -1312,6 +1312,8 @@ def ingest_day(
     the call).
     """
     settings = get_settings()
+    # Batch-sized buffers, allocated and freed all day: no huge-page faults for them.
+    allocation.without_huge_pages()
     root = Path(landing_root or settings.landing_root)
     chunk_rows = chunk_rows or settings.ingest_chunk_rows
     run_id = run_id or f"cli-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"

@@ -25,6 +25,9 @@ Environment variables:
     Rows per batch while ingesting (bounds memory). Default 100000.
 ``ENCORE_QUARANTINE_TOLERANCE``
     Largest share of a day's rows that may be quarantined before validation fails. Default 0.05.
+``ARROW_DEFAULT_MEMORY_POOL``, ``NUMPY_MADVISE_HUGEPAGE``
+    pyarrow's and numpy's own switches. Unset, ingestion allocates without transparent huge
+    pages (:mod:`ml_tasks.allocation`); set, the library's choice is left alone.
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ class Settings:
     quarantine_tolerance: float
     score_chunk_users: int = 100_000
     config_dir_override: Path | None = None
+    #: ARROW_DEFAULT_MEMORY_POOL and NUMPY_MADVISE_HUGEPAGE as set (None: unset)
+    arrow_memory_pool: str | None = None
+    numpy_madvise_hugepage: str | None = None
 
     @property
     def var_dir(self) -> Path:
@@ -132,4 +138,6 @@ def get_settings() -> Settings:
         quarantine_tolerance=_float_env("ENCORE_QUARANTINE_TOLERANCE", 0.05, 0.0, 1.0),
         score_chunk_users=_int_env("ENCORE_SCORE_CHUNK_USERS", 100_000, minimum=100),
         config_dir_override=Path(config_dir).resolve() if config_dir else None,
+        arrow_memory_pool=os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or None,
+        numpy_madvise_hugepage=os.environ.get("NUMPY_MADVISE_HUGEPAGE") or None,
     )
