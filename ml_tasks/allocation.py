@@ -6,14 +6,16 @@ default), the first touch of such a region faults in a whole 2 MiB page and may 
 for the kernel to compact memory: system time that comes and goes with the machine's memory
 state. Ingestion allocates batch after batch of buffers that size.
 
-Measured on this project's 2-core machine (``/proc/vmstat``'s ``thp_fault_alloc``, three
-rounds alternating):
+Measured on this project's 2-core machine (``thp_fault_alloc`` in ``/proc/vmstat``; old and
+new code alternating, three rounds; docs/data-engineers.md has the runs):
 
 - reading one 21 MB CSV file in a fresh process: 43 huge-page faults and 0.2-0.6 s of system
-  time with mimalloc, against none and 0.04 s with the system allocator;
-- ingesting a 2.6M-play day (Parquet) and then a 2.7M-play day (CSV): about 550 huge-page
-  faults and 1.2-1.9 s of system time; 6.9 s and 5.8 s (medians) with both libraries'
-  defaults, 6.3 s and 5.4 s with neither asking for huge pages.
+  time with mimalloc, none and 0.04 s with the system allocator;
+- a Parquet day then a CSV day (2.6M and 2.7M plays) in one process: 615-665 huge-page
+  faults against 33, and the first day 6.7-7.2 s against 6.0-6.2 s;
+- each day in a fresh process, as Airflow and the bench run it: no difference beyond the
+  spread between runs. Peak RSS in `bench/ingest_bench.py`: 37-77 MB lower (one run of
+  each, 55 minutes apart).
 """
 
 from __future__ import annotations
