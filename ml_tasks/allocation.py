@@ -4,18 +4,20 @@ pyarrow's default pool (mimalloc) and numpy (for arrays of 4 MiB and more) ask t
 transparent huge pages with ``madvise``. Where the kernel's THP mode is ``madvise`` (a common
 default), the first touch of such a region faults in a whole 2 MiB page and may first wait
 for the kernel to compact memory: system time that comes and goes with the machine's memory
-state. Ingestion allocates batch after batch of buffers that size.
+state. Ingestion allocates batch after batch of buffers that size. pyarrow's jemalloc pool
+takes no huge pages and keeps Arrow's buffers apart from the C library's heap, where Python's
+own objects live.
 
-Measured on this project's 2-core machine (``thp_fault_alloc`` in ``/proc/vmstat``; old and
-new code alternating, three rounds; docs/data-engineers.md has the runs):
+Measured on this project's 2-core machine (``thp_fault_alloc`` in ``/proc/vmstat``, peak RSS
+from ``VmHWM``; docs/data-engineers.md has the runs):
 
 - reading one 21 MB CSV file in a fresh process: 43 huge-page faults and 0.2-0.6 s of system
-  time with mimalloc, none and 0.04 s with the system allocator;
-- a Parquet day then a CSV day (2.6M and 2.7M plays) in one process: 615-665 huge-page
-  faults against 33, and the first day 6.7-7.2 s against 6.0-6.2 s;
-- each day in a fresh process, as Airflow and the bench run it: no difference beyond the
-  spread between runs. Peak RSS in `bench/ingest_bench.py`: 37-77 MB lower (one run of
-  each, 55 minutes apart).
+  time with mimalloc, none and 0.04-0.05 s with jemalloc or the system allocator;
+- the night of a 100,000-user world after 91 days kept (797,380 plays, a fresh process,
+  pools alternating): peak RSS 390-408 MB with mimalloc, 342-362 MB with jemalloc and
+  502-518 MB with the system allocator (whose heap Arrow's freed buffers then share with
+  Python's objects); wall 2.6-3.3 s with mimalloc, 2.6-3.0 s with jemalloc. A day almost
+  all quarantined: 571, 514-515 and 732-766 MB.
 """
 
 from __future__ import annotations
@@ -44,15 +46,25 @@ def _numpy_hugepage_switch():
     return None
 
 
+def _jemalloc_pool() -> pa.MemoryPool | None:
+    """pyarrow's jemalloc pool, or None where this pyarrow was built without it."""
+    try:
+        return pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        return None
+
+
 def without_huge_pages() -> dict[str, object]:
-    """From now on in this process, allocate new Arrow buffers with the system allocator
-    and numpy arrays without asking for huge pages, unless the operator set
-    ``ARROW_DEFAULT_MEMORY_POOL`` or ``NUMPY_MADVISE_HUGEPAGE``. Buffers already allocated
-    stay with the pool they came from. Returns what is in force: ``{"arrow_pool": backend
-    name, "numpy_huge_pages": bool or None}``."""
+    """From now on in this process, allocate new Arrow buffers from pyarrow's jemalloc pool
+    (where pyarrow has it) and numpy arrays without asking for huge pages, unless the
+    operator set ``ARROW_DEFAULT_MEMORY_POOL`` or ``NUMPY_MADVISE_HUGEPAGE``. Buffers
+    already allocated stay with the pool they came from. Returns what is in force:
+    ``{"arrow_pool": backend name, "numpy_huge_pages": bool or None}``."""
     settings = get_settings()
-    if settings.arrow_memory_pool is None and pa.default_memory_pool().backend_name != "system":
-        pa.set_memory_pool(pa.system_memory_pool())
+    if settings.arrow_memory_pool is None:
+        jemalloc = _jemalloc_pool()
+        if jemalloc is not None and pa.default_memory_pool().backend_name != "jemalloc":
+            pa.set_memory_pool(jemalloc)
     numpy_huge: bool | None = None
     switch = _numpy_hugepage_switch()
     if switch is not None:

@@ -26,8 +26,9 @@ Environment variables:
 ``ENCORE_QUARANTINE_TOLERANCE``
     Largest share of a day's rows that may be quarantined before validation fails. Default 0.05.
 ``ARROW_DEFAULT_MEMORY_POOL``, ``NUMPY_MADVISE_HUGEPAGE``
-    pyarrow's and numpy's own switches. Unset, ingestion allocates without transparent huge
-    pages (:mod:`ml_tasks.allocation`); set, the library's choice is left alone.
+    pyarrow's and numpy's own switches. Unset, ingestion takes Arrow buffers from pyarrow's
+    jemalloc pool and numpy arrays without transparent huge pages (:mod:`ml_tasks.allocation`);
+    set, the library's choice is left alone.
 """
 
 from __future__ import annotations
