@@ -5,8 +5,9 @@ transparent huge pages with ``madvise``. Where the kernel's THP mode is ``madvis
 default), the first touch of such a region faults in a whole 2 MiB page and may first wait
 for the kernel to compact memory: system time that comes and goes with the machine's memory
 state. Ingestion allocates batch after batch of buffers that size. pyarrow's jemalloc pool
-takes no huge pages and keeps Arrow's buffers apart from the C library's heap, where Python's
-own objects live.
+takes no huge pages, and keeps Arrow's buffers out of the C library's heap (where, with the
+system allocator, peak RSS grew: probably Arrow's freed buffers and Python's objects sharing
+that heap keep it from shrinking; not examined further).
 
 Measured on this project's 2-core machine (``thp_fault_alloc`` in ``/proc/vmstat``, peak RSS
 from ``VmHWM``; docs/data-engineers.md has the runs):
@@ -15,9 +16,8 @@ from ``VmHWM``; docs/data-engineers.md has the runs):
   time with mimalloc, none and 0.04-0.05 s with jemalloc or the system allocator;
 - the night of a 100,000-user world after 91 days kept (797,380 plays, a fresh process,
   pools alternating): peak RSS 390-408 MB with mimalloc, 342-362 MB with jemalloc and
-  502-518 MB with the system allocator (whose heap Arrow's freed buffers then share with
-  Python's objects); wall 2.6-3.3 s with mimalloc, 2.6-3.0 s with jemalloc. A day almost
-  all quarantined: 571, 514-515 and 732-766 MB.
+  502-518 MB with the system allocator; wall 2.6-3.3 s with mimalloc, 2.6-3.0 s with
+  jemalloc. A day almost all quarantined: 571, 514-515 and 732-766 MB.
 """
 
 from __future__ import annotations
