@@ -22,7 +22,6 @@ from ``VmHWM``; docs/data-engineers.md has the runs):
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import pyarrow as pa
@@ -34,16 +33,11 @@ log = logging.getLogger(__name__)
 
 def _numpy_hugepage_switch():
     """numpy's runtime switch for ``madvise(MADV_HUGEPAGE)`` (the import-time one is the
-    ``NUMPY_MADVISE_HUGEPAGE`` variable), or None where this numpy has none."""
-    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
-        try:
-            multiarray = importlib.import_module(module)
-        except ImportError:
-            continue
-        switch = getattr(multiarray, "_set_madvise_hugepage", None)
-        if switch is not None:
-            return switch
-    return None
+    ``NUMPY_MADVISE_HUGEPAGE`` variable), or None where this numpy has none. A private
+    function of numpy 2 (pinned: 2.4), hence looked up, not imported by name."""
+    from numpy._core import multiarray
+
+    return getattr(multiarray, "_set_madvise_hugepage", None)
 
 
 def _jemalloc_pool() -> pa.MemoryPool | None:
